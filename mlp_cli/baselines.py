@@ -1,0 +1,79 @@
+"""What the hidden layers add: the majority-class (or mean) predictor and the same net with no hidden layer."""
+
+from __future__ import annotations
+
+import torch
+
+from mlp_cli.components import loss_function
+from mlp_cli.config import Config
+from mlp_cli.data import Dataset, Split
+from mlp_cli.metrics import Accumulator
+
+LINEAR_MAX_ROWS = 200_000  # the linear fit sees at most this many training rows (a random subset beyond)
+
+
+def baselines(config: Config, data: Dataset, device: torch.device) -> dict | None:
+    """Test-split metrics (validation when there is no test split) of both baselines."""
+    target = data.test if data.test is not None else data.val
+    if target is None:
+        return None
+    names = ("majority", "no_hidden") if config.task != "regression" else ("mean", "no_hidden")
+    return {
+        names[0]: constant_baseline(config, data, target),
+        names[1]: linear_baseline(config, data, target, device),
+    }
+
+
+def _metrics(config: Config, data: Dataset, split: Split, outputs: torch.Tensor) -> dict:
+    prep = data.prep
+    y = split.y.to(outputs.device)
+    acc = Accumulator(config.task, prep.n_outputs if config.task == "multiclass" else 2, outputs.device,
+                      prep.unscale_target if prep.target_mean is not None else None)
+    acc.update(outputs, y, loss_function(config.loss_name)(outputs, y))
+    return acc.result(prep.labels)
+
+
+@torch.no_grad()
+def constant_baseline(config: Config, data: Dataset, split: Split) -> dict:
+    """Predict the training prior: class frequencies (logits = log-prior) or the training mean."""
+    y = data.train.y
+    n = len(split)
+    if config.task == "regression":
+        outputs = torch.full((n,), float(y.double().mean()), device=y.device)
+    elif config.task == "binary":
+        p = y.double().mean().clamp(1e-12, 1 - 1e-12)
+        outputs = torch.full((n,), float(torch.log(p / (1 - p))), device=y.device)
+    else:
+        counts = torch.bincount(y, minlength=data.n_outputs).double()
+        # Ties in the prior pick the first class, which is also what argmax does.
+        outputs = (counts / counts.sum()).clamp_min(1e-12).log().float().expand(n, -1)
+    return _metrics(config, data, split, outputs.float())
+
+
+def linear_baseline(config: Config, data: Dataset, split: Split, device: torch.device) -> dict:
+    """Linear(n_inputs, n_outputs) with the run's loss, fitted full-batch with L-BFGS (softmax/logistic/linear regression)."""
+    generator = torch.Generator().manual_seed(config.train.seed)
+    x, y = data.train.x, data.train.y
+    if len(x) > LINEAR_MAX_ROWS:
+        pick = torch.randperm(len(x), generator=generator)[:LINEAR_MAX_ROWS].to(x.device)
+        x, y = x[pick], y[pick]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = torch.nn.Linear(data.n_inputs, data.n_outputs).to(device)
+    loss_fn = loss_function(config.loss_name)
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+    decay = config.train.weight_decay
+
+    def closure():
+        optimizer.zero_grad()
+        out = model(x)
+        out = out.squeeze(-1) if config.task != "multiclass" else out
+        loss = loss_fn(out, y) / len(x) + 0.5 * decay * model.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        out = model(split.x)
+        out = out.squeeze(-1) if config.task != "multiclass" else out
+    return _metrics(config, data, split, out)

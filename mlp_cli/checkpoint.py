@@ -1,0 +1,96 @@
+"""Checkpoints: plain dicts of tensors, numbers, strings and lists, saved atomically and loaded weights-only.
+
+A checkpoint rebuilds its model from what it says (config, widths, preprocessor) and never unpickles code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import platform
+import zipfile
+from pathlib import Path
+
+import torch
+
+from mlp_cli import __version__
+from mlp_cli.config import Config, config_from_dict
+from mlp_cli.data import Preprocessor
+from mlp_cli.errors import CheckpointError, ConfigError
+from mlp_cli.files import write_atomic
+from mlp_cli.model import build_model
+
+FORMAT = "mlp-checkpoint"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict:
+    return {"mlp": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def payload(config: Config, model: torch.nn.Module, prep: Preprocessor, **extra) -> dict:
+    """The dict a checkpoint holds; `extra` adds metrics, epoch and (for last.pt) the training state."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "n_inputs": prep.n_inputs,
+        "n_outputs": prep.n_outputs,
+        "feature_names": prep.feature_names,
+        "preprocessor": prep.to_dict(),
+        "model_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "versions": versions(),
+        **extra,
+    }
+
+
+def save(path: Path, data: dict) -> None:
+    write_atomic(path, lambda handle: torch.save(data, handle))
+
+
+def load(path: str | Path) -> dict:
+    """Load and check a checkpoint; every way a file can be unusable becomes a CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "file not found")
+    if path.is_dir():
+        raise CheckpointError(path, "it is a folder (pass best.pt or last.pt inside it)")
+    if path.stat().st_size == 0:
+        raise CheckpointError(path, "the file is empty")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if "Unsupported global" in str(exc) or "weights_only" in str(exc).lower():
+            raise CheckpointError(
+                path, "it carries pickled Python objects, which are refused without being run (a checkpoint holds plain data only)"
+            ) from None
+        raise CheckpointError(path, f"not a torch file ({first or 'unreadable pickle'})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, IndexError, KeyError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "zip archive" in text or "central directory" in text or isinstance(exc, EOFError):
+            text = f"truncated or damaged ({text})"
+        raise CheckpointError(path, text) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(path, "a torch file, but not one written by mlp (no mlp format marker)")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            path, f"format version {version} is newer than this mlp reads ({FORMAT_VERSION}); upgrade mlp-cli"
+        )
+    missing = [key for key in ("config", "model_state", "preprocessor", "n_inputs", "n_outputs") if key not in data]
+    if missing:
+        raise CheckpointError(path, f"missing {', '.join(missing)}")
+    return data
+
+
+def restore(data: dict, path: str | Path = "checkpoint") -> tuple[Config, torch.nn.Sequential, Preprocessor]:
+    """Rebuild config, model (weights loaded, eval mode) and preprocessor from a loaded checkpoint."""
+    try:
+        config = config_from_dict(data["config"], origin=f"{path} (stored config)")
+        prep = Preprocessor.from_dict(data["preprocessor"])
+        model = build_model(data["n_inputs"], data["n_outputs"], config.model)
+        model.load_state_dict(data["model_state"])
+    except (ConfigError, TypeError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(path, f"its contents do not fit together ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return config, model, prep

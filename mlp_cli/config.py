@@ -1,0 +1,463 @@
+"""The config schema (every key, its type, range and default, in one place) and its safe YAML loading."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlp_cli.components import ACTIVATIONS, DEFAULT_LOSS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
+from mlp_cli.errors import ConfigError, MLPWarning
+
+Task = Literal[TASKS]  # type: ignore[valid-type]
+Activation = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
+LossName = Literal[tuple(LOSSES)]  # type: ignore[valid-type]
+Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
+Scheduler = Literal[SCHEDULERS]  # type: ignore[valid-type]
+Width = Annotated[int, Field(ge=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class SyntheticConfig(_Section):
+    """Teaching data generated in memory instead of read from a file."""
+
+    name: Literal["sine", "moons", "circles", "spirals", "xor"] = Field(
+        description="sine (1-D regression) or moons, circles, spirals, xor (2-D classification)"
+    )
+    n: int = Field(1000, ge=10, le=10_000_000, description="rows to generate, before the test split")
+    noise: float = Field(0.1, ge=0, description="standard deviation of the Gaussian noise added")
+    seed: int = Field(0, description="seed of the generator (the split still follows train.seed)")
+
+
+class DataConfig(_Section):
+    """Where the table comes from and how it becomes tensors."""
+
+    train: Optional[str] = Field(
+        None, description="CSV or Parquet file; relative paths resolve against the config file's folder"
+    )
+    test: Optional[str] = Field(None, description="held-out CSV or Parquet file; when absent, test_fraction is used")
+    target: Optional[str] = Field(None, description="the column to predict")
+    features: Optional[list[str]] = Field(None, description="columns to use as inputs; default every column but the target")
+    categorical: list[str] = Field(
+        default_factory=list, description="text columns to one-hot encode (categories learned on the training split)"
+    )
+    missing: Literal["error", "drop", "mean"] = Field(
+        "error", description="missing values: error names them; drop removes the rows; mean imputes training means"
+    )
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training rows held out for validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for testing when test is absent")
+    standardize: bool = Field(True, description="scale numeric features to mean 0, std 1 with training-split statistics")
+    standardize_target: bool = Field(
+        False, description="regression only: learn a standardized target; every output is reported in target units"
+    )
+    synthetic: Optional[SyntheticConfig] = Field(None, description="generated teaching data instead of files")
+
+
+class ModelConfig(_Section):
+    """The network: Linear → [BatchNorm1d] → activation → [Dropout] per hidden layer, then a Linear output."""
+
+    hidden: list[Width] = Field(
+        default_factory=lambda: [64, 64],
+        description="hidden widths; input width = number of features, output = classes (1 for binary/regression)",
+    )
+    activation: Activation = Field("relu", description="non-linearity g after each hidden layer")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability after each hidden activation")
+    batch_norm: bool = Field(False, description="BatchNorm1d after each hidden Linear")
+
+
+class TrainConfig(_Section):
+    """How the weights are fitted."""
+
+    epochs: int = Field(100, ge=1, description="maximum passes over the training rows")
+    batch_size: int = Field(128, ge=1, description="rows per optimizer step (the global batch under torchrun)")
+    optimizer: Optimizer = Field("adam", description="sgd (with momentum) | adam | adamw")
+    lr: float = Field(0.001, gt=0, description="learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (decoupled for adamw)")
+    scheduler: Scheduler = Field("none", description="none | cosine | step | plateau, stepped once per epoch")
+    step_size: int = Field(30, ge=1, description="step scheduler: epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="step and plateau schedulers: decay factor")
+    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this value")
+    early_stopping: int = Field(
+        10, ge=0, description="patience in epochs on validation loss (best weights restored); 0 turns it off"
+    )
+    seed: int = Field(0, description="seeds splits, initialization, shuffling and dropout")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 uses autocast on CUDA")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default chosen for the model's size")
+    compile: bool = Field(False, description="torch.compile the model (compile time is reported separately)")
+    diagnostics: bool = Field(False, description="per-layer gradient and activation health each epoch")
+    checkpoint_interval: float = Field(
+        300.0, gt=0, description="seconds between mid-epoch saves of last.pt (it is also saved after every epoch)"
+    )
+
+
+class Config(_Section):
+    """One experiment: task, data, model, loss and training."""
+
+    task: Task = Field(description="regression | binary | multiclass")
+    data: DataConfig = Field(description="the table and its preparation")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
+    loss: Optional[LossName] = Field(
+        None, description="default by task: mse (regression), bce (binary), cross_entropy (multiclass); also mae, huber"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the optimization")
+    output_dir: Optional[str] = Field(None, description="run directory, relative to the working directory; default runs/<config name>")
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or DEFAULT_LOSS[self.task]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float, as YAML 1.2 and every user does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+_YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_MAX_NODES = 20_000  # configs are small; this stops alias bombs
+
+
+class _Located:
+    """Where each dotted key came from: a line in the file, or a command-line override."""
+
+    def __init__(self) -> None:
+        self.where: dict[tuple, str] = {}
+        self.raw: dict[tuple, str] = {}
+
+    def find(self, loc: tuple) -> str | None:
+        loc = tuple(loc)
+        while loc:
+            if loc in self.where:
+                return self.where[loc]
+            loc = loc[:-1]
+        return self.where.get(())
+
+
+def _parse_yaml(text: str, origin: str, located: _Located, prefix: tuple = (), line_offset: int = 0):
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(_yaml_error_message(exc, origin)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if len(nodes) > 1:
+        raise ConfigError(f"{origin}: holds {len(nodes)} YAML documents; a config is one mapping")
+    if not nodes:
+        return None
+    loader = _Loader("")
+    count = [0]
+
+    def build(node, path: tuple):
+        count[0] += 1
+        if count[0] > _MAX_NODES:
+            raise ConfigError(f"{origin}: too many values (aliases expanding?); a config is a small mapping")
+        here = f"{origin}:{node.start_mark.line + 1 + line_offset}" if origin != "override" else origin
+        located.where.setdefault(path, here)
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+            raise ConfigError(f"{here}: tag {node.tag!r} is not allowed; a config holds plain values only")
+        if isinstance(node, yaml.MappingNode):
+            result: dict = {}
+            key_lines: dict = {}
+            for key_node, value_node in node.value:
+                key = build_scalar(key_node)
+                line = key_node.start_mark.line + 1 + line_offset
+                if not isinstance(key, str):
+                    raise ConfigError(f"{here}: key {key!r} must be text")
+                if key == "<<":
+                    raise ConfigError(f"{here}: YAML merge keys (<<) are not supported in a config")
+                dotted = ".".join(str(p) for p in path + (key,))
+                if key in result:
+                    raise ConfigError(f"{origin}:{line}: duplicate key {dotted!r} (first set on line {key_lines[key]})")
+                key_lines[key] = line
+                located.where[path + (key,)] = f"{origin}:{line}" if origin != "override" else origin
+                result[key] = build(value_node, path + (key,))
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, path + (i,)) for i, item in enumerate(node.value)]
+        located.raw[path] = node.value
+        return build_scalar(node)
+
+    def build_scalar(node):
+        try:
+            return loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            line = node.start_mark.line + 1 + line_offset
+            where = f"{origin}:{line}" if origin != "override" else origin
+            raise ConfigError(
+                f"{where}: tag {node.tag!r} is not allowed; a config holds plain values only ({exc.problem})"
+            ) from None
+
+    return build(nodes[0], prefix)
+
+
+def _yaml_error_message(exc: yaml.MarkedYAMLError, origin: str) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark and origin != "override" else origin
+    problem = exc.problem or exc.context or "not valid YAML"
+    if "\\t" in problem or "'\\t'" in str(exc):
+        problem = "a tab character; YAML indents with spaces only"
+    return f"{where}: YAML syntax error: {problem}"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override and validate a config; relative data paths resolve against the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a config is YAML)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    located = _Located()
+    raw = _parse_yaml(text, str(path), located)
+    if raw is None:
+        raise ConfigError(f"{path}: the config is empty; it needs at least task and data (see `mlp schema`)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys to values, not a {type(raw).__name__}")
+    from_file = _data_paths(raw)
+    overridden = apply_overrides(raw, overrides, located)
+    _resolve_data_paths(raw, path.parent, from_file, overridden)
+    config = validate(raw, located, str(path))
+    if config.output_dir is None:
+        config.output_dir = str(Path("runs") / path.stem)
+    return config
+
+
+def config_from_dict(raw: dict, origin: str = "config") -> Config:
+    """Validate an already-parsed config (a checkpoint's stored one, or one built in code)."""
+    return validate(raw, _Located(), origin)
+
+
+def _data_paths(raw: dict) -> dict:
+    data = raw.get("data")
+    return {k: data.get(k) for k in ("train", "test")} if isinstance(data, dict) else {}
+
+
+def _resolve_data_paths(raw: dict, base: Path, from_file: dict, overridden: set) -> None:
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for key in ("train", "test"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            # A path typed on the command line means what the shell means: relative to the working directory.
+            root = Path.cwd() if ("data", key) in overridden else base
+            data[key] = str((root / Path(value).expanduser()).resolve()) if not Path(value).is_absolute() else value
+
+
+def apply_overrides(raw: dict, overrides, located: _Located) -> set:
+    """Set `dotted.key=value` pairs in `raw`, values parsed as YAML; returns the keys touched."""
+    touched = set()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=5")
+        parts = tuple(key.split("."))
+        if any(not p for p in parts):
+            raise ConfigError(f"override {item!r}: {key!r} is not a dotted key like train.epochs")
+        origin = "override"
+        try:
+            parsed = _parse_yaml(value, origin, _Located()) if value.strip() else None
+        except ConfigError as exc:
+            raise ConfigError(f"override {item!r}: {str(exc).split(': ', 1)[-1]}") from None
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+            node = child
+        node[parts[-1]] = parsed
+        located.where[parts] = f"override {item!r}"
+        for sub in list(located.where):
+            if sub[: len(parts)] == parts and sub != parts:
+                located.where[sub] = f"override {item!r}"
+        if isinstance(value, str) and value.strip():
+            located.raw[parts] = value.strip()
+        touched.add(parts)
+    return touched
+
+
+def validate(raw: dict, located: _Located, origin: str) -> Config:
+    problems: list[str] = []
+    config = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append(_describe(error, located, origin))
+    problems.extend(_cross_checks(raw, located, origin))
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        raise ConfigError(f"{origin}: {len(problems)} problems\n" + "\n".join(f"  {p}" for p in problems))
+    assert config is not None
+    if config.model.activation == "identity" and config.model.hidden:
+        warnings.warn(
+            "model.activation is identity: without a non-linearity the hidden layers compose into one affine map, "
+            "so the net can only learn what a linear model learns (use relu, tanh, ...)",
+            MLPWarning,
+            stacklevel=2,
+        )
+    return config
+
+
+def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
+    problems = []
+    task = raw.get("task")
+    loss = raw.get("loss")
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    if task in TASKS and isinstance(loss, str) and loss in LOSSES and task not in LOSSES[loss].tasks:
+        problems.append(f"{located.find(('loss',)) or origin}: loss {loss} does not fit task {task}: {LOSSES[loss].why_not}")
+    if isinstance(data, dict) and "data" in raw:
+        synthetic = data.get("synthetic")
+        where = located.find(("data",)) or origin
+        if synthetic is None and not data.get("train"):
+            problems.append(f"{where}: data.train is required (a CSV or Parquet file), or data.synthetic for teaching data")
+        if synthetic is None and data.get("train") and not data.get("target"):
+            problems.append(f"{where}: data.target is required: the column to predict")
+        if synthetic is not None and data.get("train"):
+            problems.append(f"{where}: give data.train or data.synthetic, not both")
+        if data.get("standardize_target") is True and task in ("binary", "multiclass"):
+            problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
+    return problems
+
+
+def _describe(error: dict, located: _Located, origin: str) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "int", "float", "bool", "list")))
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    where = located.find(loc) or origin
+    kind = error["type"]
+    value = error.get("input")
+    raw_text = located.raw.get(loc)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        suggestion = _suggest(key, _field_names(loc[:-1]))
+        return f"{where}: unknown key {dotted!r}{suggestion}"
+    if kind == "missing":
+        return f"{where}: {dotted} is required"
+    if kind == "literal_error":
+        allowed = error["ctx"]["expected"].replace("'", "")
+        message = f"{where}: {dotted} is {raw_text or value!r}; expected one of {allowed}"
+        if isinstance(value, bool) and raw_text and raw_text.lower() in _YAML11_BOOLS:
+            return message + f" (YAML reads unquoted {raw_text} as {str(value).lower()}; quote it if you meant text)"
+        if isinstance(value, str):
+            message += _suggest(value, [a.strip() for a in allowed.replace(" or ", ", ").split(", ")], list_all=False)
+        return message
+    if kind.endswith("_type") or kind in ("int_from_float", "bool_parsing", "int_parsing", "float_parsing"):
+        expected = {
+            "int": "a whole number",
+            "float": "a number",
+            "bool": "true or false",
+            "string": "text",
+            "list": "a list like [64, 64]",
+            "model": "a section of keys",
+            "dict": "a section of keys",
+        }
+        want = next((v for k, v in expected.items() if kind.startswith(k)), error["msg"].lower())
+        shown = raw_text if raw_text is not None else value
+        message = f"{where}: {dotted} must be {want}, got {shown!r}"
+        if isinstance(value, bool) and raw_text and raw_text.lower() in _YAML11_BOOLS:
+            message += f" (YAML reads unquoted {raw_text} as {str(value).lower()}; quote it if you meant text)"
+        return message
+    ctx = error.get("ctx", {})
+    bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}", "less_than_equal": "<= {le}"}
+    if kind in bounds:
+        message = f"{where}: {dotted} must be {bounds[kind].format(**ctx)}, got {value!r}"
+        if loc[:2] == ("model", "hidden"):
+            message += " (every layer needs at least one unit)"
+        return message
+    if kind == "string_pattern_mismatch" and loc == ("train", "device"):
+        return f"{where}: {dotted} is {value!r}; expected auto, cpu, cuda or cuda:N"
+    return f"{where}: {dotted}: {error['msg']} (got {value!r})"
+
+
+def _field_names(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        model = next(
+            (a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _suggest(word: str, candidates: list[str], list_all: bool = True) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if candidates and list_all:
+        return f" (known keys: {', '.join(candidates)})"
+    return ""
+
+
+def schema() -> dict:
+    """The JSON Schema of a config file, for editors."""
+    return Config.model_json_schema()
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes short lists of plain values inline (`hidden: [64, 64]`), everything else as blocks."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list):
+    flow = all(not isinstance(item, (dict, list)) for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def dump_yaml(config: Config | dict) -> str:
+    data = config.to_dict() if isinstance(config, Config) else config
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}; lists stay values."""
+    flat = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -1,0 +1,417 @@
+"""From a config's data section to training-ready tensors: labels, splits, imputation, one-hot and scaling.
+
+Everything fitted (label map, categories, means, scales) is fitted on the training split only and kept in a
+plain-data `Preprocessor`, which a checkpoint carries so that predictions on a new file get the same treatment.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlp_cli.config import Config
+from mlp_cli.errors import DataError, MLPWarning
+from mlp_cli.table import Frame, check_columns, header, load_frame
+
+CLASSIFICATION = ("binary", "multiclass")
+
+
+# ---------------------------------------------------------------------------------------------- labels
+
+
+def _label_values(values: np.ndarray, origin: str, target: str) -> np.ndarray:
+    """Raw target values as comparable Python values: integral numbers become ints, text and bools stay."""
+    if values.dtype.kind == "f":
+        finite = values[~np.isnan(values)]
+        if np.any(finite != np.round(finite)):
+            example = next(v for v in finite if v != round(v))
+            raise DataError(
+                f"{origin}: target {target!r} holds non-integer numbers such as {example:g}; "
+                "class labels must be integers, text or booleans (for a continuous target use task: regression)"
+            )
+        return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
+    return values
+
+
+def _missing_target(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    return np.array([v is None for v in values], dtype=bool)
+
+
+def _sort_key(value):
+    # bools sort False < True, numbers numerically, text alphabetically; mixed types by type name first.
+    return (type(value).__name__ if not isinstance(value, (int, float)) or isinstance(value, bool) else "number", value)
+
+
+# ---------------------------------------------------------------------------------------------- preprocessor
+
+
+@dataclass
+class Preprocessor:
+    """The fitted transformation from a file's columns to model inputs and targets, as plain data."""
+
+    task: str
+    target: str | None
+    features: list[str]  # input columns, in order
+    categorical: dict[str, list[str]]  # column -> categories seen in training, one-hot in place
+    missing: str
+    impute: dict[str, float] = field(default_factory=dict)  # numeric column -> training mean (missing: mean)
+    mean: list[float] | None = None  # per encoded column; one-hot columns keep 0 and 1
+    scale: list[float] | None = None
+    labels: list | None = None  # class index -> the user's label
+    target_mean: float | None = None
+    target_scale: float | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = []
+        for column in self.features:
+            if column in self.categorical:
+                names.extend(f"{column}={category}" for category in self.categorical[column])
+            else:
+                names.append(column)
+        return names
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.labels) if self.task == "multiclass" else 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "Preprocessor":
+        return cls(**state)
+
+    # -- transforming
+
+    def inputs(self, frame: Frame, scaled: bool = True) -> np.ndarray:
+        """Encoded, imputed and (unless `scaled` is false) scaled float32 inputs; reuses the frame's memory."""
+        numeric = frame.numeric
+        if self.impute:
+            for j, name in enumerate(frame.numeric_names):
+                holes = np.isnan(numeric[:, j])
+                if holes.any():
+                    numeric[holes, j] = self.impute[name]
+        if self.categorical:
+            blocks, j = [], 0
+            for column in self.features:
+                if column in self.categorical:
+                    blocks.append(self._one_hot(frame, column))
+                else:
+                    blocks.append(numeric[:, j : j + 1])
+                    j += 1
+            x = np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
+        else:
+            x = numeric
+        if scaled and self.mean is not None:
+            x -= np.asarray(self.mean, dtype=np.float32)
+            x /= np.asarray(self.scale, dtype=np.float32)
+        return x
+
+    def _one_hot(self, frame: Frame, column: str) -> np.ndarray:
+        categories = self.categorical[column]
+        lookup = {c: i for i, c in enumerate(categories)}
+        values = frame.text[column]
+        codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+        block = np.zeros((len(values), len(categories)), dtype=np.float32)
+        known = codes >= 0
+        block[np.flatnonzero(known), codes[known]] = 1.0
+        unseen = int((~known & np.array([v is not None for v in values])).sum())
+        if unseen:
+            examples = sorted({v for v, k in zip(values, known) if not k and v is not None})[:5]
+            warnings.warn(
+                f"{frame.origin}: {unseen} rows have a {column!r} category never seen in training "
+                f"({', '.join(map(repr, examples))}); they are encoded as all zeros",
+                MLPWarning,
+                stacklevel=2,
+            )
+        return block
+
+    def targets(self, frame: Frame) -> np.ndarray:
+        """int64 class indices, float32 0/1 (binary) or float32 values (regression, scaled if fitted so)."""
+        if frame.target is None:
+            raise DataError(f"{frame.origin}: target column {self.target!r} not found")
+        if self.task == "regression":
+            y = frame.target.astype(np.float32)
+            if self.target_mean is not None:
+                y = (y - np.float32(self.target_mean)) / np.float32(self.target_scale)
+            return y
+        values = _label_values(frame.target, frame.origin, self.target)
+        lookup = {label: i for i, label in enumerate(self.labels)}
+        codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+        if (codes < 0).any():
+            unseen = sorted({v for v, c in zip(values, codes) if c < 0}, key=_sort_key)
+            first = np.flatnonzero(codes < 0)
+            raise DataError(
+                f"{frame.origin}: target {self.target!r} has labels never seen in training: "
+                f"{', '.join(map(repr, unseen))} (at {frame.rows_text(first)}); the model knows {', '.join(map(repr, self.labels))}"
+            )
+        return codes.astype(np.float32) if self.task == "binary" else codes
+
+    def unscale_target(self, y):
+        """Regression outputs back in the target's own units (works on numpy arrays and tensors)."""
+        if self.target_mean is None:
+            return y
+        return y * self.target_scale + self.target_mean
+
+
+# ---------------------------------------------------------------------------------------------- dataset
+
+
+@dataclass
+class Split:
+    x: Any  # float32 tensor (rows, inputs)
+    y: Any  # int64 class indices or float32 targets
+    rows: np.ndarray  # 0-based file rows, for messages and for keeping predictions in input order
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to(self, device) -> "Split":
+        return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.rows)
+
+
+@dataclass
+class Dataset:
+    """Train/validation/test tensors plus the fitted preprocessor; `.to(device)` moves them in one call."""
+
+    train: Split
+    val: Split | None
+    test: Split | None
+    prep: Preprocessor
+
+    @property
+    def n_inputs(self) -> int:
+        return self.prep.n_inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.prep.n_outputs
+
+    def to(self, device) -> "Dataset":
+        move = lambda split: None if split is None else split.to(device)  # noqa: E731
+        return Dataset(move(self.train), move(self.val), move(self.test), self.prep)
+
+
+def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
+    import torch
+
+    x = prep.inputs(frame) if x is None else x
+    return Split(torch.from_numpy(x), torch.from_numpy(prep.targets(frame)), frame.rows)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_dataset(config: Config) -> Dataset:
+    """Read, validate, split and fit; the same config and seed always give the same tensors."""
+    train_frame, test_frame, features = read_frames(config)
+    parts = split_frames(config, train_frame, test_frame)
+    del train_frame, test_frame  # the splits own their rows now; let the full table go
+    prep, x_train = fit(config, parts["train"], features)
+    train = to_split(prep, parts["train"], x_train)
+    val, test = (to_split(prep, parts[name]) if parts[name] is not None else None for name in ("val", "test"))
+    return Dataset(train, val, test, prep)
+
+
+def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
+    data = config.data
+    if data.synthetic is not None:
+        from mlp_cli.synthetic import generate
+
+        frame = generate(data.synthetic, config.task)
+        return frame, None, list(frame.numeric_names)
+    train_path = Path(data.train)
+    frame, features = load_frame(train_path, data.features, data.categorical, data.target, target_required=True)
+    frame = handle_missing(frame, config.data.missing, config.task, target_required=True)
+    test = None
+    if data.test:
+        test_path = Path(data.test)
+        check_columns(test_path, header(test_path), features + [data.target], "test")
+        test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True)
+        test = handle_missing(test, config.data.missing, config.task, target_required=True)
+    return frame, test, features
+
+
+def handle_missing(frame: Frame, policy: str, task: str, target_required: bool) -> Frame:
+    """Apply data.missing to a freshly read frame: error names columns and rows; drop removes rows."""
+    nan_cells = np.isnan(frame.numeric)
+    if np.isinf(frame.numeric).any():
+        rows, cols = np.nonzero(np.isinf(frame.numeric))
+        raise DataError(
+            f"{frame.origin}: column {frame.numeric_names[cols[0]]!r} holds an infinite value at {frame.rows_text(rows[:1])}"
+        )
+    by_column = {name: np.flatnonzero(nan_cells[:, j]) for j, name in enumerate(frame.numeric_names) if nan_cells[:, j].any()}
+    for name, values in frame.text.items():
+        holes = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
+        if len(holes):
+            by_column[name] = holes
+    target_holes = np.flatnonzero(_missing_target(frame.target)) if frame.target is not None else np.array([], dtype=np.int64)
+    if policy == "error" and (by_column or len(target_holes)):
+        parts = [f"column {name!r} at {frame.rows_text(rows)}" for name, rows in by_column.items()]
+        if len(target_holes):
+            parts.append(f"target at {frame.rows_text(target_holes)}")
+        raise DataError(
+            f"{frame.origin}: missing values in {'; '.join(parts)}; "
+            "set data.missing: drop (remove those rows) or mean (impute training means)"
+        )
+    drop = np.zeros(len(frame), dtype=bool)
+    if policy == "drop":
+        for rows in by_column.values():
+            drop[rows] = True
+    drop[target_holes] = True
+    if drop.any():
+        kept = np.flatnonzero(~drop)
+        if not len(kept):
+            raise DataError(f"{frame.origin}: every row has a missing value; nothing is left to learn from")
+        reason = "a missing value" if policy == "drop" else "a missing target"
+        warnings.warn(f"{frame.origin}: dropped {int(drop.sum())} rows with {reason}", MLPWarning, stacklevel=2)
+        frame = frame.take(kept)
+    return frame
+
+
+def class_labels(config: Config, frame: Frame) -> list:
+    """The sorted label set of the training file, checked against the task."""
+    values = _label_values(frame.target, frame.origin, config.data.target or "label")
+    counts: dict = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    labels = sorted(counts, key=_sort_key)
+    shown = ", ".join(f"{label!r} ({counts[label]} rows)" for label in labels[:20])
+    if len(labels) < 2:
+        raise DataError(f"{frame.origin}: target {config.data.target!r} has one class only ({shown}); a classifier needs at least two")
+    if config.task == "binary" and len(labels) != 2:
+        raise DataError(
+            f"{frame.origin}: task binary needs exactly two classes, target {config.data.target!r} has {len(labels)}: {shown}"
+            + ("; use task: multiclass" if len(labels) > 2 else "")
+        )
+    single = [label for label in labels if counts[label] == 1]
+    if single:
+        raise DataError(
+            f"{frame.origin}: class {', '.join(map(repr, single))} of target {config.data.target!r} has a single row; "
+            "a class needs at least two rows to be learned and checked (remove it or add data)"
+        )
+    return [label.item() if hasattr(label, "item") else label for label in labels]
+
+
+def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) row positions; per class when `strata` is given, so each class keeps its share."""
+    if fraction <= 0:
+        return np.arange(n), np.array([], dtype=np.int64)
+    rng = np.random.default_rng([seed, stream])
+    if strata is None:
+        order = rng.permutation(n)
+        k = min(max(int(round(n * fraction)), 1), n - 1)
+        return np.sort(order[k:]), np.sort(order[:k])
+    held = []
+    for value in np.unique(strata):
+        members = np.flatnonzero(strata == value)
+        rng.shuffle(members)
+        k = min(int(round(len(members) * fraction)), len(members) - 1)
+        held.append(members[:k])
+    held_rows = np.sort(np.concatenate(held))
+    kept = np.setdiff1d(np.arange(n), held_rows, assume_unique=True)
+    return kept, held_rows
+
+
+def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, Frame | None]:
+    data, seed = config.data, config.train.seed
+    strata = None
+    if config.task in CLASSIFICATION:
+        labels = class_labels(config, train)
+        lookup = {label: i for i, label in enumerate(labels)}
+        strata = np.array([lookup[v] for v in _label_values(train.target, train.origin, data.target or "label")])
+    elif train.target.dtype == object:
+        example = next(v for v in train.target if v is not None)
+        raise DataError(
+            f"{train.origin}: regression target {data.target!r} is not numeric (e.g. {example!r}); "
+            "for class labels use task: binary or multiclass"
+        )
+    if test is None:
+        kept, held = split_indices(strata, len(train), data.test_fraction, seed, stream=1)
+        train, test = train.take(kept), train.take(held)
+        strata = None if strata is None else strata[kept]
+    if len(train) < 2:
+        raise DataError(f"{train.origin}: only {len(train)} training row(s); a model needs more data")
+    val = None
+    if data.val_fraction > 0:
+        kept, held = split_indices(strata, len(train), data.val_fraction, seed, stream=2)
+        if len(held):
+            train, val = train.take(kept), train.take(held)
+    return {"train": train, "val": val, "test": test}
+
+
+def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor, np.ndarray]:
+    """Learn categories, imputation means, scaling and the label map from the training split only.
+
+    Returns the preprocessor and the training inputs it produced, so they are not computed twice.
+    """
+    data = config.data
+    categorical = {}
+    for column in data.categorical:
+        seen = {v for v in train.text[column] if v is not None}
+        categorical[column] = sorted(seen)
+    prep = Preprocessor(config.task, data.target, features, categorical, data.missing)
+    if data.missing == "mean":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no mean; 0 below
+            means = np.nanmean(train.numeric.astype(np.float64), axis=0) if len(train) else []
+        prep.impute = {name: float(0.0 if np.isnan(m) else m) for name, m in zip(train.numeric_names, means)}
+    if config.task in CLASSIFICATION:
+        prep.labels = class_labels(config, train)
+    x = prep.inputs(train, scaled=False)
+    if data.standardize:
+        mean, scale = column_stats(x)
+        # A constant column would divide by zero; leaving it unscaled keeps it finite (it carries no signal anyway).
+        scale[scale < 1e-12] = 1.0
+        one_hot = [name not in train.numeric_names for name in prep.feature_names]
+        mean[one_hot], scale[one_hot] = 0.0, 1.0
+        prep.mean, prep.scale = mean.tolist(), scale.tolist()
+        x -= mean.astype(np.float32)
+        x /= scale.astype(np.float32)
+    if data.standardize_target and config.task == "regression":
+        y = train.target.astype(np.float64)
+        prep.target_mean = float(y.mean())
+        prep.target_scale = float(y.std()) or 1.0
+    return prep, x
+
+
+def column_stats(x: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 mean and population std per column, in chunks so a large table is not copied to float64."""
+    n = len(x)
+    total = np.zeros(x.shape[1])
+    for start in range(0, n, chunk):
+        total += x[start : start + chunk].sum(axis=0, dtype=np.float64)
+    mean = total / max(n, 1)
+    squares = np.zeros(x.shape[1])
+    for start in range(0, n, chunk):
+        centred = x[start : start + chunk].astype(np.float64) - mean
+        squares += (centred * centred).sum(axis=0)
+    return mean, np.sqrt(squares / max(n, 1))
+
+
+def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> Frame:
+    """Read a new file the way the model's training data was read; columns are checked by name."""
+    found = header(path)
+    wanted = list(prep.features) + ([prep.target] if target_required else [])
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        extra = [c for c in found if c not in wanted and c != prep.target]
+        raise DataError(
+            f"{path}: the model expects columns {', '.join(map(repr, missing))}, which the file lacks"
+            + (f" (found instead: {', '.join(map(repr, extra[:10]))})" if extra else "")
+            + f"; the model was trained on: {', '.join(prep.features)}"
+        )
+    target = prep.target if target_required else None
+    frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required)
+    return handle_missing(frame, prep.missing, prep.task, target_required)

@@ -1,0 +1,131 @@
+"""Using a trained model: metrics on a split or file (`mlp eval`) and predictions in the user's labels (`mlp predict`)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlp_cli import checkpoint
+from mlp_cli.components import loss_function
+from mlp_cli.config import Config
+from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
+from mlp_cli.device import resolve_device
+from mlp_cli.metrics import Accumulator
+
+EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
+
+
+def model_outputs(model: torch.nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
+    out = model(x)
+    return out.squeeze(-1) if task != "multiclass" else out
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: torch.nn.Module, split: Split, config: Config, prep: Preprocessor, loss_fn=None, precision: str = "fp32",
+    accumulator: Accumulator | None = None,
+) -> Accumulator:
+    """Sums for one split, batch by batch on the model's device; the caller reads `.result()` once."""
+    device = next(model.parameters()).device
+    loss_fn = loss_fn or loss_function(config.loss_name)
+    unscale = prep.unscale_target if prep.target_mean is not None else None
+    acc = accumulator or Accumulator(config.task, prep.n_outputs if config.task == "multiclass" else 2, device, unscale)
+    was_training = model.training
+    model.eval()
+    with autocast(device, precision):
+        for start in range(0, len(split), EVAL_BATCH):
+            x, y = split.x[start : start + EVAL_BATCH], split.y[start : start + EVAL_BATCH]
+            out = model_outputs(model, x, config.task).float()
+            acc.update(out, y, loss_fn(out, y))
+    model.train(was_training)
+    return acc
+
+
+def load_checkpoint_model(path: str | Path, device: str = "cpu"):
+    data = checkpoint.load(path)
+    config, model, prep = checkpoint.restore(data, path)
+    target = resolve_device(device)
+    return data, config, model.to(target), prep
+
+
+def evaluate_checkpoint(path: str | Path, data_path: str | Path | None = None, device: str = "cpu") -> tuple[dict, str]:
+    """Metrics of a checkpoint on a file, or on the test split its run used (rebuilt from the stored config)."""
+    _, config, model, prep = load_checkpoint_model(path, device)
+    if data_path is None:
+        split = test_split(config, prep)
+    else:
+        frame = load_for_model(prep, Path(data_path), target_required=True)
+        split = to_split(prep, frame)
+    split = split.to(next(model.parameters()).device)
+    metrics = evaluate_split(model, split, config, prep, precision=config.train.precision).result(prep.labels)
+    return metrics, config.task
+
+
+def test_split(config: Config, prep: Preprocessor) -> Split:
+    """The run's test rows, re-read and re-split with the stored seed, transformed by the stored preprocessor."""
+    train_frame, test_frame, _ = read_frames(config)
+    return to_split(prep, split_frames(config, train_frame, test_frame)["test"])
+
+
+@torch.inference_mode()
+def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
+    """(column names, rows) of predictions for every row of the file, in input order."""
+    _, config, model, prep = load_checkpoint_model(path, device)
+    frame = load_for_model(prep, Path(data_path), target_required=False)
+    x = torch.from_numpy(prep.inputs(frame))
+    target_device = next(model.parameters()).device
+    outputs = []
+    with autocast(target_device, config.train.precision):
+        for start in range(0, len(x), EVAL_BATCH):
+            outputs.append(model_outputs(model, x[start : start + EVAL_BATCH].to(target_device), config.task).float().cpu())
+    out = torch.cat(outputs) if outputs else torch.empty(0)
+    return format_predictions(config.task, prep, out, frame.rows) + (frame.n_source,)
+
+
+def format_predictions(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.ndarray):
+    """Columns `prediction` (user labels or target units) and, for classification, `prob_<label>` per class."""
+    if task == "regression":
+        values = prep.unscale_target(out.double()).numpy()
+        return ["prediction"], [[float(v)] for v in values], rows
+    if task == "binary":
+        p1 = torch.sigmoid(out.double())
+        probs = torch.stack([1 - p1, p1], dim=1)
+    else:
+        probs = torch.softmax(out.double(), dim=1)
+    hard = probs.argmax(dim=1).tolist()
+    labels = prep.labels
+    columns = ["prediction"] + [f"prob_{label}" for label in labels]
+    table = [[labels[h], *p] for h, p in zip(hard, probs.tolist())]
+    return columns, table, rows
+
+
+def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu") -> str:
+    """Predictions as CSV text, one line per input row in input order; rows dropped for missing values stay blank."""
+    columns, table, rows, n_source = predict(path, data_path, device)
+    lines = [",".join(_csv_cell(c) for c in columns)]
+    blank = "," * (len(columns) - 1)
+    by_row = dict(zip(rows.tolist(), table))
+    for row in range(n_source):
+        values = by_row.get(row)
+        lines.append(blank if values is None else ",".join(_csv_cell(v) for v in values))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_cell(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    if any(ch in text for ch in ',"\n'):
+        text = '"' + text.replace('"', '""') + '"'
+    return text

@@ -1,0 +1,32 @@
+"""The network: an nn.Sequential of Linear → [BatchNorm1d] → activation → [Dropout] blocks and a Linear output."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from mlp_cli.components import activation
+from mlp_cli.config import ModelConfig
+
+
+def build_model(n_inputs: int, n_outputs: int, config: ModelConfig) -> nn.Sequential:
+    """Softmax and sigmoid are not layers here: they live in the loss (stable) and in prediction."""
+    layers: list[nn.Module] = []
+    width = n_inputs
+    for hidden in config.hidden:
+        layers.append(nn.Linear(width, hidden))
+        if config.batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(activation(config.activation))
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
+        width = hidden
+    layers.append(nn.Linear(width, n_outputs))
+    return nn.Sequential(*layers)
+
+
+def widths(n_inputs: int, n_outputs: int, config: ModelConfig) -> list[int]:
+    return [n_inputs, *config.hidden, n_outputs]
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]

@@ -1,0 +1,110 @@
+"""Rich renderings of what the library returns: parameter tables, epoch lines, metric tables. No torch here."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+from rich.text import Text
+
+from mlp_cli.params import LayerCount, total
+
+
+def params_table(layers: list[LayerCount], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", show_footer=True, box=None, pad_edge=False)
+    table.add_column("layer", footer="total")
+    table.add_column("in", justify="right")
+    table.add_column("out", justify="right")
+    table.add_column("weights", justify="right")
+    table.add_column("biases", justify="right")
+    table.add_column("K(l)·(K(l-1)+1)", footer="")
+    table.add_column("params", justify="right", footer=f"{total(layers):,}")
+    last = len(layers)
+    for i, layer in enumerate(layers, start=1):
+        name = "output" if i == last else f"hidden {i}"
+        table.add_row(name, str(layer.n_in), str(layer.n_out), f"{layer.weights:,}", f"{layer.biases:,}", layer.formula, f"{layer.params:,}")
+    return table
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan"
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.{digits}g}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+SUMMARY_KEYS = {
+    "classification": ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "loss", "n"),
+    "regression": ("r2", "rmse", "mae", "mse", "loss", "n"),
+}
+
+
+def metrics_tables(metrics: dict, task: str, title: str, baselines: dict | None = None) -> list[Table]:
+    """The headline metrics (with baselines beside them), per-class scores and the confusion matrix."""
+    kind = "regression" if task == "regression" else "classification"
+    keys = SUMMARY_KEYS[kind]
+    head = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    head.add_column("metric")
+    head.add_column("model", justify="right")
+    for name in baselines or {}:
+        head.add_column(name.replace("_", " "), justify="right", style="dim")
+    for key in keys:
+        row = [key, fmt(metrics.get(key))]
+        for base in (baselines or {}).values():
+            row.append(fmt(base.get(key)))
+        head.add_row(*row)
+    tables = [head]
+    if kind == "classification":
+        per = Table(title="per class", title_justify="left", box=None, pad_edge=False)
+        for column in ("label", "precision", "recall", "f1", "support"):
+            per.add_column(column, justify="left" if column == "label" else "right")
+        for label, scores in metrics["per_class"].items():
+            per.add_row(label, fmt(scores["precision"], 3), fmt(scores["recall"], 3), fmt(scores["f1"], 3), str(scores["support"]))
+        tables.append(per)
+        tables.append(confusion_table(metrics["confusion_matrix"], metrics["labels"]))
+    return tables
+
+
+def confusion_table(confusion: list[list[int]], labels: list) -> Table:
+    table = Table(title="confusion matrix (rows: true label, columns: predicted)", title_justify="left", box=None, pad_edge=False)
+    table.add_column("true \\ pred")
+    for label in labels:
+        table.add_column(str(label), justify="right")
+    for label, row in zip(labels, confusion):
+        diagonal = labels.index(label)
+        cells = [Text(str(v), style="bold green" if j == diagonal else ("red" if v else "dim")) for j, v in enumerate(row)]
+        table.add_row(str(label), *cells)
+    return table
+
+
+def epoch_line(report) -> str:
+    main = report.main_metric
+    val = report.val
+    parts = [f"epoch {report.epoch:>{len(str(report.epochs))}}/{report.epochs}", f"train {fmt(report.train_loss)}"]
+    if val is not None:
+        parts.append(f"val {fmt(val['loss'])}")
+        parts.append(f"{'acc' if main == 'accuracy' else main} {fmt(val[main])}")
+    parts.append(f"lr {report.lr:.3g}")
+    parts.append(f"{report.seconds:.2f}s")
+    line = "  ".join(parts)
+    if report.improved and val is not None:
+        line += "  [green]*[/green]"
+    return line
+
+
+def diagnostics_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    for column in ("layer", "grad norm", "grad/weight", "act mean", "act std", "dead/saturated"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    for row in rows:
+        dead = row.get("inactive_fraction")
+        table.add_row(
+            row["layer"], fmt(row["grad_norm"], 3), fmt(row["grad_weight_ratio"], 3), fmt(row["act_mean"], 3),
+            fmt(row["act_std"], 3), "-" if dead is None else f"{dead:.0%}",
+        )
+    return table

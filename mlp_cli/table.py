@@ -1,0 +1,252 @@
+"""Reading CSV and Parquet files with pyarrow into typed column arrays, with errors that name file, column and row."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlp_cli.errors import DataError
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def file_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES) or path.is_dir():
+        return "parquet"
+    raise DataError(
+        f"{path}: unsupported file type {''.join(path.suffixes) or '(no extension)'}; "
+        f"use CSV ({', '.join(CSV_SUFFIXES)}) or Parquet ({', '.join(PARQUET_SUFFIXES)})"
+    )
+
+
+def where(origin: str, kind: str, row: int) -> str:
+    """A 0-based data row as the user counts it: CSV line (header is line 1) or 1-based Parquet row."""
+    return f"line {row + 2}" if kind == "csv" else f"row {row + 1}"
+
+
+def _rows_text(origin: str, kind: str, rows: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(where(origin, kind, int(r)).split(" ")[1] for r in rows[:limit])
+    unit = "lines" if kind == "csv" else "rows"
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"{unit} {shown}{more}"
+
+
+def header(path: Path) -> list[str]:
+    """Column names without reading the data (cheap for both formats)."""
+    kind = file_kind(path)
+    _check_exists(path)
+    if kind == "parquet":
+        import pyarrow.dataset as ds
+
+        try:
+            return list(ds.dataset(str(path), format="parquet").schema.names)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        reader = pacsv.open_csv(str(path), parse_options=_parse_options(path))
+        return list(reader.schema.names)
+    except pa.ArrowInvalid as exc:
+        raise _csv_error(path, exc) from None
+
+
+def read_table(path: Path, columns: list[str] | None = None, float_columns: list[str] = ()):
+    """The file as a pyarrow Table; `float_columns` are parsed straight to float32 (fast path, half the memory)."""
+    import pyarrow as pa
+
+    kind = file_kind(path)
+    _check_exists(path)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(str(path), columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    else:
+        import pyarrow.csv as pacsv
+
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
+        try:
+            table = pacsv.read_csv(
+                str(path),
+                parse_options=_parse_options(path),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=columns, column_types={c: pa.float32() for c in float_columns}
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            if float_columns and "conversion error" in str(exc).lower():
+                # A number column holds text somewhere: read it with type inference to name the value and row.
+                return read_table(path, columns)
+            raise _csv_error(path, exc) from None
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no data rows (only a header); the table needs at least one row")
+    return table
+
+
+def _parse_options(path: Path):
+    import pyarrow.csv as pacsv
+
+    return pacsv.ParseOptions(delimiter="\t" if path.name.lower().endswith(".tsv") else ",")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+
+
+def _csv_error(path: Path, exc: Exception) -> DataError:
+    text = str(exc)
+    if "Empty CSV file" in text:
+        return DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
+    return DataError(f"{path}: cannot parse as CSV: {text.splitlines()[0]}")
+
+
+def check_columns(path: Path, found: list[str], wanted: list[str], role: str) -> None:
+    """Every wanted column must exist; the error lists what is missing, what exists, and the closest names."""
+    missing = [c for c in wanted if c not in found]
+    if not missing:
+        return
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, found, n=1, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    shown = ", ".join(found[:40]) + (" ..." if len(found) > 40 else "")
+    noun = "column" if len(missing) == 1 else "columns"
+    raise DataError(f"{path}: {role} {noun} {', '.join(hints)} not found; the file has: {shown}")
+
+
+@dataclass
+class Frame:
+    """One file's feature and target columns as arrays, rows aligned, before anything is fitted."""
+
+    origin: str
+    kind: str  # csv | parquet | synthetic
+    numeric: np.ndarray  # (rows, numeric features) float32, NaN where a value is missing
+    numeric_names: list[str]
+    text: dict[str, np.ndarray] = field(default_factory=dict)  # categorical columns, None where missing
+    target: np.ndarray | None = None  # raw target values (float64 for numbers, object for text/bool)
+    rows: np.ndarray | None = None  # 0-based data row in the file, for messages
+    n_source: int = -1  # rows in the file before any were dropped
+
+    def __post_init__(self):
+        if self.rows is None:
+            self.rows = np.arange(len(self.numeric))
+        if self.n_source < 0:
+            self.n_source = len(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, index: np.ndarray) -> "Frame":
+        return Frame(
+            self.origin,
+            self.kind,
+            self.numeric[index],
+            self.numeric_names,
+            {k: v[index] for k, v in self.text.items()},
+            None if self.target is None else self.target[index],
+            self.rows[index],
+            self.n_source,
+        )
+
+    def rows_text(self, positions: np.ndarray) -> str:
+        return _rows_text(self.origin, self.kind, self.rows[positions])
+
+
+def load_frame(
+    path: Path, features: list[str] | None, categorical: list[str], target: str | None, *, target_required: bool
+) -> tuple[Frame, list[str]]:
+    """Read the feature columns (default: all but the target) and the target; returns the frame and feature order."""
+    names = header(path)
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{path}: duplicate column names {', '.join(map(repr, dupes))}")
+    if target is not None and target_required:
+        check_columns(path, names, [target], "target")
+    if features is None:
+        features = [n for n in names if n != target]
+    else:
+        check_columns(path, names, features, "feature")
+        if target in features:
+            raise DataError(f"data.features lists the target column {target!r}; a model cannot see its own answer")
+    check_columns(path, names, list(categorical), "categorical")
+    unused = [c for c in categorical if c not in features]
+    if unused:
+        raise DataError(f"data.categorical names {', '.join(map(repr, unused))}, which {'is' if len(unused) == 1 else 'are'} not among the features")
+    if not features:
+        raise DataError(f"{path}: no feature columns left besides the target {target!r}")
+    has_target = target is not None and target in names
+    numeric_names = [f for f in features if f not in categorical]
+    columns = features + ([target] if has_target else [])
+    table = read_table(path, columns, float_columns=numeric_names if file_kind(path) == "csv" else ())
+    kind = file_kind(path)
+    numeric = _numeric_matrix(table, numeric_names, str(path), kind)
+    text = {c: _text_column(table, c) for c in categorical}
+    target_values = _target_column(table, target) if has_target else None
+    return Frame(str(path), kind, numeric, numeric_names, text, target_values), features
+
+
+def _numeric_matrix(table, names: list[str], origin: str, kind: str) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    matrix = np.empty((table.num_rows, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        column = table.column(name)
+        kind_of = column.type
+        if pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of):
+            raise DataError(_text_in_numeric(column, name, origin, kind))
+        if pa.types.is_null(kind_of):
+            matrix[:, j] = np.nan
+            continue
+        if not (pa.types.is_integer(kind_of) or pa.types.is_floating(kind_of) or pa.types.is_boolean(kind_of) or pa.types.is_decimal(kind_of)):
+            raise DataError(
+                f"{origin}: column {name!r} has type {kind_of}; features must be numbers (or text listed in data.categorical)"
+            )
+        if not pa.types.is_float32(kind_of):
+            column = pc.cast(column, pa.float32())
+        matrix[:, j] = column.to_numpy(zero_copy_only=False)
+    return matrix
+
+
+def _text_in_numeric(column, name: str, origin: str, kind: str) -> str:
+    values = column.to_pylist()
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            float(value)
+        except ValueError:
+            return (
+                f"{origin}: column {name!r} holds text, e.g. {value!r} at {where(origin, kind, row)}; "
+                f"features must be numbers: fix the value, or list {name!r} in data.categorical to one-hot encode it"
+            )
+    return f"{origin}: column {name!r} holds text; features must be numbers"
+
+
+def _text_column(table, name: str) -> np.ndarray:
+    values = table.column(name).to_pylist()
+    return np.array([None if v is None else str(v) for v in values], dtype=object)
+
+
+def _target_column(table, name: str) -> np.ndarray:
+    import pyarrow as pa
+
+    column = table.column(name)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_decimal(column.type):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_null(column.type):
+        return np.full(table.num_rows, np.nan)
+    return np.array(column.to_pylist(), dtype=object)

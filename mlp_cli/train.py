@@ -1,0 +1,606 @@
+"""Training: seeded, device-resident mini-batch loop with early stopping, atomic checkpoints, resume and signals.
+
+The hot path is plain tensors: one permutation and one gather per epoch, then contiguous slices; losses stay
+on the device and are read at most a few times a second. Each rank of a data-parallel job takes its share of
+every global batch, so the same loop serves one process or many.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mlp_cli import checkpoint, params
+from mlp_cli.components import loss_function, optimizer as make_optimizer, scheduler as make_scheduler
+from mlp_cli.config import Config, dump_yaml, flatten
+from mlp_cli.data import Dataset, load_dataset
+from mlp_cli.distributed import World, epoch_plan, local_positions, shard_bounds
+from mlp_cli.device import available_bytes, default_threads, human_bytes, resolve_device
+from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInterrupted
+from mlp_cli.evaluate import autocast, evaluate_split, model_outputs
+from mlp_cli.files import remove_stale_temps, write_text
+from mlp_cli.metrics import MAIN_METRIC
+from mlp_cli.model import build_model, widths
+
+RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "diagnostics.csv")
+PROGRESS_EVERY_S = 0.1
+
+
+# ---------------------------------------------------------------------------------------------- reports
+
+
+@dataclass
+class RunInfo:
+    config: Config
+    run_dir: Path
+    device: str
+    threads: int
+    layers: list
+    total_params: int
+    n_train: int
+    n_val: int
+    n_test: int
+    steps_per_epoch: int
+    start_epoch: int
+    labels: list | None
+    world_size: int = 1
+
+
+@dataclass
+class Progress:
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    rows: int  # rows trained on so far in this epoch (all ranks)
+    seconds: float  # since the epoch started
+    running_loss: float
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    epochs: int
+    train_loss: float
+    val: dict | None
+    lr: float
+    seconds: float
+    improved: bool
+    best_epoch: int
+    main_metric: str
+    diagnostics: list | None = None
+
+
+class Callback:
+    """Receives what training has to say; the library never prints. Override what you need."""
+
+    def on_start(self, info: RunInfo) -> None: ...
+
+    def on_progress(self, progress: Progress) -> None: ...
+
+    def on_epoch(self, report: EpochReport) -> None: ...
+
+    def on_message(self, text: str) -> None: ...
+
+    def on_end(self, summary: dict) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- stop signals
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it after every step, saves last.pt and stops cleanly."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def set(self, signum: int) -> None:
+        self.signum = signum
+
+
+class _SignalHandlers:
+    def __init__(self, flag: StopFlag):
+        self.flag = flag
+        self.previous: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.flag:  # a second Ctrl-C means "now": give the default behaviour back
+            signal.signal(signum, signal.SIG_DFL)
+        self.flag.set(signum)
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    """Everything that continues from one step to the next; saved in last.pt so a run resumes bit for bit."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed in the current epoch (mid-epoch saves)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    epoch_generator_state: torch.Tensor | None = None  # shuffling generator at the start of the current epoch
+    partial_losses: torch.Tensor | None = None
+    wall_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """One training run of one config into one run directory."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path | None = None,
+        *,
+        callback: Callback | None = None,
+        data: Dataset | None = None,
+        world: World | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        stop: StopFlag | None = None,
+    ):
+        self.config = config
+        self.run_dir = Path(run_dir if run_dir is not None else config.output_dir)
+        self.callback = callback or Callback()
+        self.world = world or World()
+        self.resume = resume
+        self.overwrite = overwrite
+        self.stop = stop if stop is not None else StopFlag()
+        self.data = data
+        self.state = TrainState()
+        self.best_state: dict | None = None
+        self._next_save = math.inf
+
+    # -- setup
+
+    def check_run_dir(self) -> dict | None:
+        """Refuse to clobber a run unless asked; with --resume, load last.pt. Changes nothing on disk."""
+        run_dir = self.run_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunError(f"output_dir {run_dir} is a file, not a folder")
+        present = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if self.resume:
+            last = run_dir / "last.pt"
+            if not last.exists():
+                raise RunError(f"nothing to resume: {last} does not exist (start the run without --resume)")
+            stored = checkpoint.load(last)
+            if "train_state" not in stored:
+                raise RunError(f"{last} holds no training state to resume from")
+            self._check_same_config(stored["config"])
+            return stored
+        if present and not self.overwrite:
+            raise RunError(
+                f"{run_dir} already holds a run ({', '.join(present)}); pass --overwrite to replace it, "
+                f"--resume to continue it, or set output_dir=<new folder>"
+            )
+        return None
+
+    def _check_same_config(self, stored: dict) -> None:
+        ignore = {"train.epochs", "train.checkpoint_interval", "train.threads", "train.device", "train.diagnostics"}
+        old, new = flatten(stored), flatten(self.config.to_dict())
+        differ = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+        if differ:
+            details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+            raise RunError(
+                f"cannot resume {self.run_dir}: the config differs from the stored one in {', '.join(differ)} ({details}); "
+                "only train.epochs may change on resume"
+            )
+
+    def _check_memory(self, device: torch.device, n_in: int, n_out: int) -> None:
+        cfg = self.config
+        need = params.memory_bytes(widths(n_in, n_out, cfg.model), cfg.train.batch_size, cfg.train.optimizer)
+        have = available_bytes(device)
+        if have is not None and need > have:
+            total = params.total(params.count_layers(widths(n_in, n_out, cfg.model)))
+            raise RunError(
+                f"the model needs at least {human_bytes(need)} to train ({total:,} parameters, their gradients and "
+                f"{cfg.train.optimizer} state, plus activations for batch {cfg.train.batch_size}) but {device.type} has "
+                f"{human_bytes(have)} free; shrink model.hidden or train.batch_size"
+            )
+
+    # -- run
+
+    def run(self) -> dict:
+        cfg, tcfg = self.config, self.config.train
+        stored = self.check_run_dir()
+        started = time.perf_counter()
+        device = resolve_device(tcfg.device)
+        if tcfg.precision == "bf16" and device.type != "cuda":
+            warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
+        data = self.data if self.data is not None else load_dataset(cfg)
+        n_in, n_out = data.n_inputs, data.n_outputs
+        self._check_memory(device, n_in, n_out)
+        layers = params.count_layers(widths(n_in, n_out, cfg.model), cfg.model.batch_norm)
+        total = params.total(layers)
+        threads = tcfg.threads or default_threads(total)
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+        if data.val is None and tcfg.early_stopping:
+            warnings.warn(
+                "data.val_fraction is 0: there is no validation split, so early stopping is off and the last epoch's "
+                "weights are kept",
+                MLPWarning,
+                stacklevel=2,
+            )
+
+        seed_everything(tcfg.seed)
+        model = build_model(n_in, n_out, cfg.model).to(device)
+        self.model = model
+        self.net = self._wrap(model, device)
+        self.loss_fn = loss_function(cfg.loss_name)
+        self.optimizer = make_optimizer(
+            tcfg.optimizer, model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, momentum=tcfg.momentum,
+            fused=fused_available(device),
+        )
+        self.scheduler = make_scheduler(
+            tcfg.scheduler, self.optimizer, epochs=tcfg.epochs, step_size=tcfg.step_size, gamma=tcfg.gamma,
+            patience=max(1, tcfg.early_stopping // 2) if tcfg.early_stopping else 5,
+        )
+        self.generator = torch.Generator().manual_seed(tcfg.seed)
+        self.device = device
+        self.data = data.to(device)
+        if stored is not None:
+            self._restore(stored)
+
+        if self.world.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            removed = remove_stale_temps(self.run_dir)
+            if removed:
+                self.callback.on_message(f"removed {removed} temporary file(s) left by an interrupted save")
+            if stored is None:
+                for name in RUN_FILES:
+                    (self.run_dir / name).unlink(missing_ok=True)
+            write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+        self.world.barrier()
+
+        steps = math.ceil(len(data.train) / tcfg.batch_size)
+        self.callback.on_start(
+            RunInfo(cfg, self.run_dir, str(device), threads, layers, total, len(data.train),
+                    len(data.val) if data.val is not None else 0, len(data.test) if data.test is not None else 0,
+                    steps, self.state.epoch, data.prep.labels, self.world.size)
+        )
+        self.diagnostics = None
+        if tcfg.diagnostics:
+            from mlp_cli.diagnostics import Diagnostics
+
+            self.diagnostics = Diagnostics(model, cfg.model.activation, self.run_dir if self.world.is_main else None)
+            self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, cfg.task, epoch=0, resumed=stored is not None)
+
+        self._started = started
+        self._next_save = time.perf_counter() + tcfg.checkpoint_interval
+        with _SignalHandlers(self.stop):
+            self._loop(started)
+        return self._finish(started, total)
+
+    def _wrap(self, model, device):
+        net = model
+        if self.world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if self.config.model.batch_norm:
+                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        if self.config.train.compile:
+            net = torch.compile(net)
+        return net
+
+    def _diagnostic_batch(self):
+        train = self.data.train
+        take = min(len(train), max(self.config.train.batch_size, 256))
+        return train.x[:take], train.y[:take]
+
+    def _loop(self, started: float) -> None:
+        tcfg = self.config.train
+        while self.state.epoch < tcfg.epochs:
+            epoch = self.state.epoch + 1
+            epoch_started = time.perf_counter()
+            train_loss = self._train_epoch(epoch, started)
+            report = self._end_epoch(epoch, train_loss, time.perf_counter() - epoch_started, started)
+            self.callback.on_epoch(report)
+            if tcfg.early_stopping and self.data.val is not None and self.state.bad_epochs >= tcfg.early_stopping:
+                self.callback.on_message(
+                    f"early stopping: validation loss has not improved for {tcfg.early_stopping} epochs; "
+                    f"keeping epoch {self.state.best_epoch}"
+                )
+                break
+
+    def _train_epoch(self, epoch: int, started: float) -> float:
+        """One pass over the training rows; returns the mean training loss (read once, at the end)."""
+        tcfg, train, world = self.config.train, self.data.train, self.world
+        n, batch = len(train), tcfg.batch_size
+        plan = epoch_plan(n, batch, world)
+        resuming_mid_epoch = self.state.step > 0
+        if resuming_mid_epoch:
+            self.generator.set_state(self.state.epoch_generator_state)
+        self.state.epoch_generator_state = self.generator.get_state()
+        order = torch.randperm(n, generator=self.generator)
+        positions = local_positions(n, batch, world)
+        if positions is not None:
+            order = order[positions]
+        order = order.to(self.device, non_blocking=True)
+        # One gather per epoch; every batch below is then a contiguous view.
+        x_epoch, y_epoch = train.x.index_select(0, order), train.y.index_select(0, order)
+        losses = torch.zeros(len(plan), dtype=torch.float32, device=self.device)
+        if resuming_mid_epoch:
+            losses.copy_(self.state.partial_losses.to(self.device))
+        net, loss_fn, opt, task = self.net, self.loss_fn, self.optimizer, self.config.task
+        clip = tcfg.grad_clip
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        scale = [world.size / count for count, _, _ in plan]
+        net.train()
+        cast = autocast(self.device, tcfg.precision)
+        next_tick = time.perf_counter() + PROGRESS_EVERY_S
+        next_save = self._next_save
+        epoch_started = time.perf_counter()
+        for step in range(self.state.step, len(plan)):
+            _, lo, hi = plan[step]
+            xb, yb = x_epoch[lo:hi], y_epoch[lo:hi]
+            with cast:
+                out = model_outputs(net, xb, task)
+            loss_sum = loss_fn(out.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            (loss_sum * scale[step]).backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
+            opt.step()
+            losses[step] = loss_sum.detach()
+            if self.stop:
+                self._interrupt(epoch, step + 1, losses)
+            now = time.perf_counter()
+            if now >= next_tick:
+                next_tick = now + PROGRESS_EVERY_S
+                done = losses[: step + 1]
+                running = done.sum().item()
+                if not math.isfinite(running):
+                    self._diverged(epoch, done)
+                rows = sum(count for count, _, _ in plan[: step + 1])
+                self.callback.on_progress(Progress(epoch, tcfg.epochs, step + 1, len(plan), rows, now - epoch_started, running / rows))
+                if now >= next_save and step + 1 < len(plan):
+                    self.state.step = step + 1
+                    self.state.partial_losses = losses.cpu()
+                    self._save_last(started)
+                    next_save = time.perf_counter() + tcfg.checkpoint_interval
+        self._next_save = next_save
+        self.state.step = 0
+        self.state.partial_losses = None
+        total = world.all_reduce(losses.double().sum().reshape(1))
+        mean = total.item() / n
+        if not math.isfinite(mean):
+            self._diverged(epoch, losses)
+        return mean
+
+    def _diverged(self, epoch: int, losses: torch.Tensor) -> None:
+        bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+        step = int(bad[0]) + 1 if len(bad) else len(losses)
+        kept = (
+            f"best.pt and last.pt from epoch {self.state.epoch} are kept" if self.state.epoch else "no checkpoint was written"
+        )
+        raise TrainingDiverged(
+            f"the training loss became non-finite at epoch {epoch}, step {step}; lower train.lr "
+            f"(now {self.config.train.lr:g}), set train.grad_clip, or check the data for extreme values; {kept}"
+        )
+
+    def _interrupt(self, epoch: int, step: int, losses: torch.Tensor) -> None:
+        signum = self.stop.signum or signal.SIGINT
+        name = signal.Signals(signum).name
+        # Saved as a mid-epoch state even after the epoch's last step; resume then just closes the epoch.
+        self.state.step, self.state.partial_losses = step, losses.cpu()
+        self._save_last(self._started)
+        raise TrainingInterrupted(
+            f"{name} received: stopped at epoch {epoch}, step {step}; saved {self.run_dir / 'last.pt'}", signum
+        )
+
+    def _end_epoch(self, epoch: int, train_loss: float, seconds: float, started: float) -> EpochReport:
+        cfg, state = self.config, self.state
+        val = None
+        if self.data.val is not None:
+            val = self._evaluate(self.data.val)
+        monitor = val["loss"] if val is not None else train_loss
+        improved = monitor < state.best_loss
+        if improved:
+            state.best_loss, state.best_epoch, state.bad_epochs = monitor, epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None:
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(monitor)
+            else:
+                self.scheduler.step()
+        main = MAIN_METRIC[cfg.task]
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"] if val else None,
+               f"val_{main}": val[main] if val else None, "lr": lr, "seconds": round(seconds, 4)}
+        state.history.append(row)
+        state.epoch = epoch
+        diagnostics = None
+        if self.diagnostics is not None:
+            diagnostics = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, cfg.task, epoch=epoch)
+        if self.world.is_main:
+            if improved and self.data.val is not None:
+                checkpoint.save(self.run_dir / "best.pt", self._payload(self.best_state, epoch, {"val": val}, kind="best"))
+            self._write_metrics_csv()
+            self._save_last(started)
+        self.world.barrier()
+        return EpochReport(epoch, cfg.train.epochs, train_loss, val, lr, seconds, improved, state.best_epoch, main, diagnostics)
+
+    def _evaluate(self, split) -> dict:
+        from mlp_cli.metrics import Accumulator
+
+        prep = self.data.prep
+        acc = Accumulator(self.config.task, prep.n_outputs if self.config.task == "multiclass" else 2, self.device,
+                          prep.unscale_target if prep.target_mean is not None else None)
+        if self.world.size > 1:
+            lo, hi = shard_bounds(len(split), self.world)
+            split = type(split)(split.x[lo:hi], split.y[lo:hi], split.rows[lo:hi])
+        evaluate_split(self.model, split, self.config, prep, self.loss_fn, self.config.train.precision, acc)
+        if self.world.size > 1:
+            acc.load_state(self.world.all_reduce(acc.state()))
+        return acc.result(prep.labels)
+
+    # -- files
+
+    def _payload(self, model_state: dict, epoch: int, metrics: dict, kind: str, **extra) -> dict:
+        data = checkpoint.payload(self.config, self.model, self.data.prep, kind=kind, epoch=epoch, metrics=metrics, **extra)
+        data["model_state"] = {k: v.detach().cpu().clone() for k, v in model_state.items()}
+        return data
+
+    def _save_last(self, started: float) -> None:
+        if not self.world.is_main:
+            return
+        state = self.state
+        train_state = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "best_loss": state.best_loss,
+            "best_epoch": state.best_epoch,
+            "bad_epochs": state.bad_epochs,
+            "history": state.history,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "generator": self.generator.get_state(),
+                "epoch_generator": state.epoch_generator_state,
+            },
+            "partial_losses": state.partial_losses,
+            "best_state": (
+                {k: v.detach().cpu().clone() for k, v in self.best_state.items()} if self.best_state is not None else None
+            ),
+            "wall_seconds": state.wall_seconds + (time.perf_counter() - started),
+        }
+        metrics = {"history": state.history[-1:]}
+        checkpoint.save(
+            self.run_dir / "last.pt",
+            self._payload(self.model.state_dict(), state.epoch, metrics, kind="last", train_state=train_state),
+        )
+
+    def _restore(self, stored: dict) -> None:
+        ts = stored["train_state"]
+        self.model.load_state_dict(stored["model_state"])
+        self.optimizer.load_state_dict(ts["optimizer"])
+        if self.scheduler is not None and ts["scheduler"] is not None:
+            self.scheduler.load_state_dict(ts["scheduler"])
+        rng = ts["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.generator.set_state(rng["generator"])
+        state = self.state
+        state.epoch, state.step = ts["epoch"], ts["step"]
+        state.best_loss, state.best_epoch, state.bad_epochs = ts["best_loss"], ts["best_epoch"], ts["bad_epochs"]
+        state.history = list(ts["history"])
+        state.epoch_generator_state = rng["epoch_generator"]
+        state.partial_losses = ts["partial_losses"]
+        state.wall_seconds = ts["wall_seconds"]
+        if ts["best_state"] is not None:
+            self.best_state = {k: v.to(self.device) for k, v in ts["best_state"].items()}
+
+    def _write_metrics_csv(self) -> None:
+        rows = self.state.history
+        columns = list(rows[0])
+        lines = [",".join(columns)]
+        for row in rows:
+            lines.append(",".join("" if row[c] is None else (f"{row[c]:.8g}" if isinstance(row[c], float) else str(row[c])) for c in columns))
+        write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
+
+    def _finish(self, started: float, total_params: int) -> dict:
+        cfg, state = self.config, self.state
+        if self.best_state is not None and self.data.val is not None:
+            self.model.load_state_dict(self.best_state)
+        else:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            state.best_epoch = state.epoch
+        val = self._evaluate(self.data.val) if self.data.val is not None else None
+        test = self._evaluate(self.data.test) if self.data.test is not None else None
+        baselines = None
+        if self.world.is_main:
+            from mlp_cli.baselines import baselines as compute_baselines
+
+            baselines = compute_baselines(self.config, self.data, self.device)
+        wall = state.wall_seconds + (time.perf_counter() - started)
+        summary = {
+            "params": total_params,
+            "epochs_run": state.epoch,
+            "best_epoch": state.best_epoch,
+            "stopped_early": state.epoch < cfg.train.epochs,
+            "wall_seconds": round(wall, 3),
+            "device": str(self.device),
+            "world_size": self.world.size,
+            "val": val,
+            "test": test,
+            "baselines": baselines,
+            "versions": checkpoint.versions(),
+            "run_dir": str(self.run_dir),
+        }
+        if self.world.is_main:
+            import json
+
+            checkpoint.save(
+                self.run_dir / "best.pt",
+                self._payload(self.best_state, state.best_epoch, {"val": val, "test": test}, kind="best"),
+            )
+            write_text(self.run_dir / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
+        self.world.barrier()
+        self.callback.on_end(summary)
+        return summary
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fused_available(device: torch.device) -> bool:
+    """torch has fused (single-kernel) Adam/AdamW/SGD for CUDA, and for CPU since 2.4."""
+    if os.environ.get("MLP_NO_FUSED"):
+        return False
+    return device.type in ("cuda", "cpu")
+
+
+def json_safe(value):
+    """NaN and infinity are not JSON; write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def train(config: Config, run_dir: Path | None = None, **options) -> dict:
+    """Train `config` into `run_dir` (default: its output_dir); returns the summary written to summary.json."""
+    return Trainer(config, run_dir, **options).run()
