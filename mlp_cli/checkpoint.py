@@ -24,7 +24,7 @@ FORMAT_VERSION = 1
 
 
 def versions() -> dict:
-    return {"mlp": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"mlp": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def payload(config: Config, model: torch.nn.Module, prep: Preprocessor, **extra) -> dict:
@@ -44,7 +44,27 @@ def payload(config: Config, model: torch.nn.Module, prep: Preprocessor, **extra)
 
 
 def save(path: Path, data: dict) -> None:
+    check_plain(data)
     write_atomic(path, lambda handle: torch.save(data, handle))
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def check_plain(value, where: str = "checkpoint") -> None:
+    """Refuse to write anything a weights-only load would reject (numpy scalars, str subclasses, objects)."""
+    if type(value) in _PLAIN or isinstance(value, torch.Tensor):
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            check_plain(key, f"{where} key")
+            check_plain(item, f"{where}.{key}")
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} holds a {type(value).__module__}.{type(value).__qualname__}; checkpoints hold plain data only")
 
 
 def load(path: str | Path) -> dict:

@@ -14,6 +14,7 @@ from mlp_cli.config import Config
 from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
 from mlp_cli.device import resolve_device
 from mlp_cli.metrics import Accumulator
+from mlp_cli.table import label_text
 
 EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
 
@@ -103,7 +104,7 @@ def format_predictions(task: str, prep: Preprocessor, out: torch.Tensor, rows: n
         probs = torch.softmax(out.double(), dim=1)
     hard = probs.argmax(dim=1).tolist()
     labels = prep.labels
-    columns = ["prediction"] + [f"prob_{label}" for label in labels]
+    columns = ["prediction"] + [f"prob_{label_text(label)}" for label in labels]
     table = [[labels[h], *p] for h, p in zip(hard, probs.tolist())]
     return columns, table, rows
 
@@ -121,11 +122,9 @@ def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu"
 
 
 def _csv_cell(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.6g}"
-    text = str(value)
+    text = label_text(value)
     if any(ch in text for ch in ',"\n'):
         text = '"' + text.replace('"', '""') + '"'
     return text

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from mlp_cli.table import label_text
+
 MAIN_METRIC = {"multiclass": "accuracy", "binary": "accuracy", "regression": "r2"}
 
 
@@ -97,7 +99,7 @@ def classification_metrics(loss_sum: float, confusion: list[list[int]], labels: 
         precision = tp / pred_counts[i] if pred_counts[i] else 0.0
         recall = tp / true_counts[i] if true_counts[i] else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[str(labels[i])] = {"precision": precision, "recall": recall, "f1": f1, "support": true_counts[i]}
+        per_class[label_text(labels[i])] = {"precision": precision, "recall": recall, "f1": f1, "support": true_counts[i]}
         if true_counts[i] or pred_counts[i]:
             f1s.append(f1)  # as scikit-learn: classes absent from both truth and predictions do not count
         if true_counts[i]:

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlp_cli.params import LayerCount, total
+from mlp_cli.table import label_text
 
 
 def params_table(layers: list[LayerCount], title: str | None = None) -> Table:
@@ -74,11 +75,10 @@ def confusion_table(confusion: list[list[int]], labels: list) -> Table:
     table = Table(title="confusion matrix (rows: true label, columns: predicted)", title_justify="left", box=None, pad_edge=False)
     table.add_column("true \\ pred")
     for label in labels:
-        table.add_column(str(label), justify="right")
-    for label, row in zip(labels, confusion):
-        diagonal = labels.index(label)
-        cells = [Text(str(v), style="bold green" if j == diagonal else ("red" if v else "dim")) for j, v in enumerate(row)]
-        table.add_row(str(label), *cells)
+        table.add_column(label_text(label), justify="right")
+    for i, (label, row) in enumerate(zip(labels, confusion)):
+        cells = [Text(str(v), style="bold green" if j == i else ("red" if v else "dim")) for j, v in enumerate(row)]
+        table.add_row(label_text(label), *cells)
     return table
 
 

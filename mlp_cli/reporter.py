@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from mlp_cli.table import label_text
 from mlp_cli.render import diagnostics_table, epoch_line, metrics_tables, params_table
 from mlp_cli.train import Callback, EpochReport, RunInfo
 
@@ -25,8 +26,8 @@ class RichReporter(Callback):
         c = self.console
         labels = info.labels or []
         what = {
-            "multiclass": lambda: f"{len(labels)} classes ({', '.join(map(str, labels))})",
-            "binary": lambda: f"binary ({labels[0]} / {labels[1]})",
+            "multiclass": lambda: f"{len(labels)} classes ({', '.join(map(label_text, labels))})",
+            "binary": lambda: f"binary ({label_text(labels[0])} / {label_text(labels[1])})",
             "regression": lambda: f"regression of {cfg.data.target or 'y'}",
         }[cfg.task]()
         ranks = f", {info.world_size} processes" if info.world_size > 1 else ""

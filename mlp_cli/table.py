@@ -14,6 +14,13 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
+def label_text(value) -> str:
+    """A label as a CSV file writes it: booleans as true/false, everything else as str()."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def file_kind(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(CSV_SUFFIXES):

@@ -1,0 +1,93 @@
+"""The `mlp` command line: params, config, schema, and clean one-line errors (exit 2, no traceback)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def test_params_spec_table(invoke):
+    result = invoke("params", "6,3,5,4,3")
+    assert result.exit_code == 0
+    assert "3·(6+1) = 21" in result.stdout and "4·(5+1) = 24" in result.stdout
+    assert result.stdout.rstrip().endswith("80")
+
+
+def test_params_spec_json(invoke):
+    result = invoke("params", "6,3,5,4,3", "--json")
+    data = json.loads(result.stdout)
+    assert data["total"] == 80
+    assert data["layers"][0] == {"in": 6, "out": 3, "weights": 18, "biases": 3, "params": 21}
+
+
+@pytest.mark.parametrize("spec", ["6,0,3", "abc", "6", "6,-3,2", "6,,3"])
+def test_params_malformed_specs_exit_2_with_one_line(invoke, spec):
+    result = invoke("params", spec)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: layer spec")
+    assert "Traceback" not in result.output
+
+
+def test_params_for_a_config_reads_widths_from_data(invoke):
+    result = invoke("params", REPO / "configs" / "satimage.yaml", "--json")
+    data = json.loads(result.stdout)
+    assert data["layers"][0]["in"] == 36 and data["layers"][-1]["out"] == 6
+    assert data["total"] == 128 * 37 + 128 * 129 + 6 * 129
+    result = invoke("params", REPO / "configs" / "satimage.yaml", "model.hidden=[10]", "model.batch_norm=true", "--json")
+    data = json.loads(result.stdout)
+    assert data["layers"][0] == {"in": 36, "out": 10, "weights": 360, "biases": 10, "batch_norm": 20, "params": 390}
+
+
+def test_params_batch_norm_for_spec(invoke):
+    assert json.loads(invoke("params", "6,3,5,4,3", "--batch-norm", "--json").stdout)["total"] == 80 + 2 * (3 + 5 + 4)
+
+
+def test_cli_import_and_params_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mlp_cli.cli import app\n"
+        "r = CliRunner().invoke(app, ['params', '6,3,5,4,3'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_config_prints_resolved_config(invoke, multiclass_config):
+    result = invoke("config", multiclass_config, "train.epochs=3")
+    assert result.exit_code == 0
+    assert "epochs: 3" in result.stdout and "optimizer: adam" in result.stdout and "hidden: [16]" in result.stdout
+
+
+def test_config_errors_exit_2_without_traceback(invoke, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: multiclass\ndata:\n  train: x.csv\n  target: y\ntrain:\n  epochs: ten\n  epoch: 3\n")
+    result = invoke("config", bad)
+    assert result.exit_code == 2
+    assert "train.epochs must be a whole number" in result.stderr and "did you mean 'epochs'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_identity_warning_is_printed(invoke, multiclass_config):
+    result = invoke("config", multiclass_config, "model.activation=identity")
+    assert result.exit_code == 0 and "warning:" in result.stderr and "affine map" in result.stderr
+
+
+def test_schema_command(invoke):
+    result = invoke("schema")
+    assert result.exit_code == 0 and json.loads(result.stdout)["title"] == "Config"
+
+
+def test_real_executable_help_and_version():
+    result = subprocess.run([sys.executable, "-m", "mlp_cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and "train" in result.stdout and "params" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "mlp_cli", "--version"], capture_output=True, text=True)
+    assert result.stdout.startswith("mlp ")
