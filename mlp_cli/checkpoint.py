@@ -76,6 +76,11 @@ def load(path: str | Path) -> dict:
         raise CheckpointError(path, "it is a folder (pass best.pt or last.pt inside it)")
     if path.stat().st_size == 0:
         raise CheckpointError(path, "the file is empty")
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is not ours
+        looks = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "binary data"
+        raise CheckpointError(path, f"not a torch file (it holds {looks}, not the zip archive torch.save writes)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

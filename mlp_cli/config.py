@@ -23,7 +23,7 @@ Width = Annotated[int, Field(ge=1)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -110,7 +110,7 @@ class Config(_Section):
         None, description="default by task: mse (regression), bce (binary), cross_entropy (multiclass); also mae, huber"
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="the optimization")
-    output_dir: Optional[str] = Field(None, description="run directory, relative to the working directory; default runs/<config name>")
+    output_dir: Optional[str] = Field(None, min_length=1, description="run directory, relative to the working directory; default runs/<config name>")
 
     @property
     def loss_name(self) -> str:

@@ -40,7 +40,7 @@ def where(origin: str, kind: str, row: int) -> str:
 
 def _rows_text(origin: str, kind: str, rows: np.ndarray, limit: int = 5) -> str:
     shown = ", ".join(where(origin, kind, int(r)).split(" ")[1] for r in rows[:limit])
-    unit = "lines" if kind == "csv" else "rows"
+    unit = ("line" if kind == "csv" else "row") + ("s" if len(rows) > 1 else "")
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return f"{unit} {shown}{more}"
 
@@ -89,7 +89,11 @@ def read_table(path: Path, columns: list[str] | None = None, float_columns: list
                 str(path),
                 parse_options=_parse_options(path),
                 convert_options=pacsv.ConvertOptions(
-                    include_columns=columns, column_types={c: pa.float32() for c in float_columns}
+                    include_columns=columns,
+                    column_types={c: pa.float32() for c in float_columns},
+                    # pyarrow keeps an empty cell of a text column as "", which would become a category or a class;
+                    # it is a missing value like an empty number cell, so data.missing must see it.
+                    strings_can_be_null=True,
                 ),
             )
         except pa.ArrowInvalid as exc:
@@ -234,6 +238,9 @@ def _text_in_numeric(column, name: str, origin: str, kind: str) -> str:
         if value is None:
             continue
         try:
+            # Python's float() also takes "1_000" and non-ASCII digits, which pyarrow refuses: those are the culprit.
+            if not value.isascii() or "_" in value:
+                raise ValueError(value)
             float(value)
         except ValueError:
             return (

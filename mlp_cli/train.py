@@ -91,6 +91,8 @@ class Callback:
 
     def on_message(self, text: str) -> None: ...
 
+    def on_diagnostics(self, rows: list[dict], title: str) -> None: ...
+
     def on_end(self, summary: dict) -> None: ...
 
 
@@ -204,7 +206,7 @@ class Trainer:
         return None
 
     def _check_same_config(self, stored: dict) -> None:
-        ignore = {"train.epochs", "train.checkpoint_interval", "train.threads", "train.device", "train.diagnostics"}
+        ignore = {"train.epochs"}
         old, new = flatten(stored), flatten(self.config.to_dict())
         differ = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
         if differ:
@@ -229,9 +231,23 @@ class Trainer:
     # -- run
 
     def run(self) -> dict:
+        with _SignalHandlers(self.stop):
+            started = time.perf_counter()
+            total = self._setup()
+            if self.stop:
+                raise TrainingInterrupted(
+                    f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
+                    self.stop.signum,
+                )
+            self._started = started
+            self._next_save = time.perf_counter() + self.config.train.checkpoint_interval
+            self._loop(started)
+            return self._finish(started, total)
+
+    def _setup(self) -> int:
+        """Everything before the first step; nothing in the run directory changes until data and model are valid."""
         cfg, tcfg = self.config, self.config.train
         stored = self.check_run_dir()
-        started = time.perf_counter()
         device = resolve_device(tcfg.device)
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
@@ -269,16 +285,8 @@ class Trainer:
         self.data = data.to(device)
         if stored is not None:
             self._restore(stored)
-
         if self.world.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            removed = remove_stale_temps(self.run_dir)
-            if removed:
-                self.callback.on_message(f"removed {removed} temporary file(s) left by an interrupted save")
-            if stored is None:
-                for name in RUN_FILES:
-                    (self.run_dir / name).unlink(missing_ok=True)
-            write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+            self._prepare_run_dir(fresh=stored is None)
         self.world.barrier()
 
         steps = math.ceil(len(data.train) / tcfg.batch_size)
@@ -291,14 +299,27 @@ class Trainer:
         if tcfg.diagnostics:
             from mlp_cli.diagnostics import Diagnostics
 
-            self.diagnostics = Diagnostics(model, cfg.model.activation, self.run_dir if self.world.is_main else None)
-            self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, cfg.task, epoch=0, resumed=stored is not None)
+            self.diagnostics = Diagnostics(model, cfg.model.activation, cfg.task, self.run_dir if self.world.is_main else None)
+            if stored is None:
+                rows = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, epoch=0)
+                self.callback.on_diagnostics(rows, "layer health at initialization")
+        return total
 
-        self._started = started
-        self._next_save = time.perf_counter() + tcfg.checkpoint_interval
-        with _SignalHandlers(self.stop):
-            self._loop(started)
-        return self._finish(started, total)
+    def _prepare_run_dir(self, fresh: bool) -> None:
+        run_dir = self.run_dir
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create output_dir {run_dir}: {exc.strerror or exc}") from None
+        removed = remove_stale_temps(run_dir)
+        if removed:
+            self.callback.on_message(f"removed {removed} temporary file(s) left by an interrupted save")
+        # Writing config.yaml first also proves the folder is writable before any training time is spent.
+        write_text(run_dir / "config.yaml", dump_yaml(self.config))
+        if fresh:
+            for name in RUN_FILES:
+                if name != "config.yaml":
+                    (run_dir / name).unlink(missing_ok=True)
 
     def _wrap(self, model, device):
         net = model
@@ -320,17 +341,18 @@ class Trainer:
     def _loop(self, started: float) -> None:
         tcfg = self.config.train
         while self.state.epoch < tcfg.epochs:
-            epoch = self.state.epoch + 1
-            epoch_started = time.perf_counter()
-            train_loss = self._train_epoch(epoch, started)
-            report = self._end_epoch(epoch, train_loss, time.perf_counter() - epoch_started, started)
-            self.callback.on_epoch(report)
+            # Checked before each epoch, so a resumed run that had already stopped early stays stopped.
             if tcfg.early_stopping and self.data.val is not None and self.state.bad_epochs >= tcfg.early_stopping:
                 self.callback.on_message(
                     f"early stopping: validation loss has not improved for {tcfg.early_stopping} epochs; "
                     f"keeping epoch {self.state.best_epoch}"
                 )
                 break
+            epoch = self.state.epoch + 1
+            epoch_started = time.perf_counter()
+            train_loss = self._train_epoch(epoch, started)
+            report = self._end_epoch(epoch, train_loss, time.perf_counter() - epoch_started, started)
+            self.callback.on_epoch(report)
 
     def _train_epoch(self, epoch: int, started: float) -> float:
         """One pass over the training rows; returns the mean training loss (read once, at the end)."""
@@ -443,7 +465,7 @@ class Trainer:
         state.epoch = epoch
         diagnostics = None
         if self.diagnostics is not None:
-            diagnostics = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, cfg.task, epoch=epoch)
+            diagnostics = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, epoch=epoch)
         if self.world.is_main:
             if improved and self.data.val is not None:
                 checkpoint.save(self.run_dir / "best.pt", self._payload(self.best_state, epoch, {"val": val}, kind="best"))

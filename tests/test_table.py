@@ -1,0 +1,289 @@
+"""The file layer (mlp_cli.table): choosing a reader by extension, CSV/Parquet parity and file-level errors."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mlp_cli.config import config_from_dict, load_config
+from mlp_cli.data import load_dataset
+from mlp_cli.errors import DataError, MLPError
+from mlp_cli.table import file_kind, header, load_frame, read_table
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
+    lines = [",".join(columns)] + [",".join("" if v is None else str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_parquet(path: Path, columns: list[str], rows: list[list]) -> Path:
+    table = pa.table({name: [row[j] for row in rows] for j, name in enumerate(columns)})
+    pq.write_table(table, str(path))
+    return path
+
+
+def config(train: Path, target: str = "label", task: str = "multiclass", **data):
+    seed = data.pop("seed", 0)
+    return config_from_dict({"task": task, "data": {"train": str(train), "target": target, **data}, "train": {"seed": seed}})
+
+
+def mixed_table(n: int = 60, label_kind: str = "str") -> tuple[list[str], list[list]]:
+    """Numeric, integer and text feature columns plus a label column, deterministic."""
+    rng = np.random.default_rng(7)
+    labels = {
+        "str": ["cat", "dog", "emu"],
+        "int": [1, 2, 3, 4, 5, 7],
+        "bool": [False, True],
+    }[label_kind]
+    rows = []
+    for i in range(n):
+        rows.append(
+            [
+                round(float(rng.normal()), 3),
+                int(rng.integers(-5, 50)),
+                ["red", "green", "blue"][i % 3],
+                labels[i % len(labels)],
+            ]
+        )
+    return ["x1", "count", "colour", "label"], rows
+
+
+def csv_value(value):
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("a.csv", "csv"),
+        ("a.CSV", "csv"),
+        ("a.tsv", "csv"),
+        ("a.csv.gz", "csv"),
+        ("a.parquet", "parquet"),
+        ("a.pq", "parquet"),
+    ],
+)
+def test_reader_is_chosen_by_extension(name, kind):
+    assert file_kind(Path(name)) == kind
+
+
+@pytest.mark.parametrize("name", ["table.xlsx", "table.json", "table"])
+def test_unsupported_extension_is_refused_naming_the_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("x,label\n1,0\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    message = str(info.value)
+    assert str(path) in message
+    assert "unsupported file type" in message
+    assert (".xlsx" in message) if name.endswith(".xlsx") else True
+    assert isinstance(info.value, MLPError)
+
+
+@pytest.mark.parametrize("label_kind", ["str", "int", "bool"])
+def test_csv_and_parquet_of_the_same_table_give_identical_tensors(tmp_path, label_kind):
+    columns, rows = mixed_table(label_kind=label_kind)
+    csv = write_csv(tmp_path / "t.csv", columns, [[csv_value(v) for v in row] for row in rows])
+    parquet = write_parquet(tmp_path / "t.parquet", columns, rows)
+    options = dict(categorical=["colour"], val_fraction=0.2, seed=3)
+    a, b = load_dataset(config(csv, **options)), load_dataset(config(parquet, **options))
+    assert a.prep.feature_names == b.prep.feature_names == ["x1", "count", "colour=blue", "colour=green", "colour=red"]
+    assert a.prep.labels == b.prep.labels
+    assert [type(v) for v in a.prep.labels] == [type(v) for v in b.prep.labels]
+    assert a.prep.mean == b.prep.mean and a.prep.scale == b.prep.scale
+    for name in ("train", "val", "test"):
+        sa, sb = getattr(a, name), getattr(b, name)
+        assert torch.equal(sa.x, sb.x), name
+        assert torch.equal(sa.y, sb.y), name
+        assert sa.x.dtype == sb.x.dtype == torch.float32
+        np.testing.assert_array_equal(sa.rows, sb.rows)
+
+
+def test_csv_reads_values_exactly(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["b", "a", "label"], [[1.5, -2, "x"], [0.25, 3, "y"], [7, 1e3, "x"]])
+    frame, features = load_frame(path, None, [], "label", target_required=True)
+    assert features == ["b", "a"]
+    assert frame.kind == "csv" and frame.numeric.dtype == np.float32
+    np.testing.assert_array_equal(frame.numeric, np.array([[1.5, -2], [0.25, 3], [7, 1000]], dtype=np.float32))
+    assert list(frame.target) == ["x", "y", "x"]
+    np.testing.assert_array_equal(frame.rows, [0, 1, 2])
+
+
+def test_tsv_and_gzipped_csv_are_read(tmp_path):
+    (tmp_path / "t.tsv").write_text("a\tlabel\n1\t0\n2\t1\n")
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as handle:
+        handle.write("a,label\n1,0\n2,1\n")
+    for name in ("t.tsv", "t.csv.gz"):
+        frame, features = load_frame(tmp_path / name, None, [], "label", target_required=True)
+        assert features == ["a"]
+        np.testing.assert_array_equal(frame.numeric[:, 0], [1, 2])
+        np.testing.assert_array_equal(frame.target, [0.0, 1.0])
+
+
+def test_header_reads_names_of_both_formats(tmp_path):
+    columns, rows = mixed_table(n=5)
+    assert header(write_csv(tmp_path / "t.csv", columns, rows)) == columns
+    assert header(write_parquet(tmp_path / "t.parquet", columns, rows)) == columns
+
+
+def test_explicit_feature_order_is_kept_for_both_formats(tmp_path):
+    columns, rows = mixed_table(n=10)
+    for path in (write_csv(tmp_path / "t.csv", columns, rows), write_parquet(tmp_path / "t.parquet", columns, rows)):
+        frame, features = load_frame(path, ["count", "x1"], [], "label", target_required=True)
+        assert features == ["count", "x1"] and frame.numeric_names == ["count", "x1"]
+        np.testing.assert_array_equal(frame.numeric[:, 0], [row[1] for row in rows])
+        np.testing.assert_allclose(frame.numeric[:, 1], [row[0] for row in rows], rtol=1e-6)
+
+
+def test_yaml_config_resolves_data_paths_against_its_folder(tmp_path):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    write_csv(folder / "train.csv", ["a", "label"], [[i, i % 2] for i in range(20)])
+    (folder / "exp.yaml").write_text("task: binary\ndata:\n  train: train.csv\n  target: label\n  val_fraction: 0\n")
+    cfg = load_config(folder / "exp.yaml")
+    assert Path(cfg.data.train) == (folder / "train.csv").resolve()
+    dataset = load_dataset(cfg)
+    assert len(dataset.train) + len(dataset.test) == 20
+    assert dataset.val is None
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def assert_data_error(info, *parts: str) -> str:
+    assert isinstance(info.value, DataError) and isinstance(info.value, MLPError)
+    message = str(info.value)
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+    return message
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nowhere.csv"
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    assert_data_error(info, str(path), "not found")
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.tsv"])
+def test_empty_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    assert_data_error(info, str(path), "empty")
+
+
+def test_empty_file_via_read_table(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        read_table(path)
+
+
+def test_header_only(tmp_path):
+    path = tmp_path / "head.csv"
+    path.write_text("a,b,label\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    assert_data_error(info, str(path), "no data rows")
+
+
+def test_header_only_parquet(tmp_path):
+    path = tmp_path / "head.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.float64()), "label": pa.array([], pa.int64())}), str(path))
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    assert_data_error(info, str(path), "no data rows")
+
+
+def test_corrupt_parquet(tmp_path):
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    assert_data_error(info, str(path), "Parquet")
+
+
+def test_target_absent_lists_columns_and_suggests_closest(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["height", "width", "label"], [[1, 2, 0], [3, 4, 1]])
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path, target="lable"))
+    message = assert_data_error(info, str(path), "'lable'", "did you mean 'label'?")
+    assert "height, width, label" in message
+
+
+def test_feature_absent(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["height", "width", "label"], [[1, 2, 0], [3, 4, 1]])
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path, features=["height", "widht"]))
+    assert_data_error(info, str(path), "feature column", "'widht'", "did you mean 'width'?")
+
+
+def test_duplicate_column_names(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,a,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path))
+    assert_data_error(info, str(path), "duplicate", "'a'")
+
+
+@pytest.mark.parametrize("row, line", [(0, 2), (5, 7), (19, 21)])
+def test_text_in_numeric_column_names_file_column_value_and_line(tmp_path, row, line):
+    rows = [[i * 0.5, i, i % 2] for i in range(20)]
+    rows[row][1] = "oops"
+    path = write_csv(tmp_path / "t.csv", ["a", "b", "label"], rows)
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path, task="binary"))
+    message = assert_data_error(info, str(path), "column 'b'", "'oops'", f"line {line}")
+    assert "data.categorical" in message  # says how to use it as text
+
+
+def test_text_in_numeric_parquet_column_counts_rows_from_one(tmp_path):
+    rows = [[float(i), str(i), i % 2] for i in range(10)]
+    rows[3][1] = "n/a?"
+    path = write_parquet(tmp_path / "t.parquet", ["a", "b", "label"], rows)
+    with pytest.raises(DataError) as info:
+        load_dataset(config(path, task="binary"))
+    assert_data_error(info, str(path), "column 'b'", "'n/a?'", "row 4")
+
+
+def test_non_numeric_value_deep_in_a_large_csv_is_located(tmp_path):
+    # Far past pyarrow's first block, where the fast float32 path fails and the type is inferred per block.
+    n = 120_000
+    lines = ["a,label"] + [f"{i % 97 * 0.25},{i % 2}" for i in range(n)]
+    lines[n - 3] = "seven,0"  # data row n - 4
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        load_frame(path, None, [], "label", target_required=True)
+    assert_data_error(info, str(path), "column 'a'", "'seven'", f"line {n - 2}")
+
+
+@pytest.mark.parametrize("value", ["1_000", "\u0661\u0662"])  # numbers to Python's float(), text to pyarrow
+def test_value_python_would_parse_but_pyarrow_does_not_is_named(tmp_path, value):
+    rows = [[float(i), i % 2] for i in range(10)]
+    rows[6][0] = value
+    path = tmp_path / "t.csv"
+    path.write_text("a,label\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_frame(path, None, [], "label", target_required=True)
+    assert_data_error(info, str(path), "column 'a'", repr(value), "line 8")
+
+
+def test_empty_text_cell_is_missing_not_a_category(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('a,kind,label\n1,u,x\n2,,y\n3,"",x\n4,v,\n')
+    frame, _ = load_frame(path, None, ["kind"], "label", target_required=True)
+    assert list(frame.text["kind"]) == ["u", None, None, "v"]
+    assert list(frame.target) == ["x", "y", "x", None]
