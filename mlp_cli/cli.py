@@ -263,6 +263,61 @@ def predict(
     err.print(f"wrote {text.count(chr(10)) - 1} predictions to {output}", highlight=False)
 
 
+# ---------------------------------------------------------------------------------------------- course tools
+
+
+@app.command("sweep")
+@handles_errors(quiet_param="quiet")
+def sweep_command(
+    config: ConfigArg,
+    key: Annotated[str, typer.Argument(help="Dotted key to vary, e.g. model.hidden.", show_default=False)],
+    values: Annotated[list[str], typer.Argument(help="Values parsed as YAML, e.g. [1] [4] [16] [64].", show_default=False)],
+    override: Annotated[Optional[list[str]], typer.Option("--set", help="Extra override for every run, e.g. --set train.epochs=50.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier sweep of this key.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """One run per value of KEY on the same data and seed: a table, sweep.csv and sweep.png (error against parameters)."""
+    from dataclasses import asdict
+
+    from mlp_cli.render import sweep_row_table
+    from mlp_cli.sweep import sweep
+
+    def announce(value: str):
+        if not quiet and not json_out:
+            err.print(f"[bold]{key}={value}[/bold]", highlight=False)
+        return None
+
+    def on_row(row) -> None:
+        if not quiet and not json_out:
+            err.print(f"  {row.params:,} params  train loss {row.train_loss:.4g}  test loss {row.test_loss:.4g}", highlight=False)
+
+    result = sweep(config, key, values, list(override or []), overwrite=overwrite, callback_factory=announce, on_row=on_row)
+    if json_out:
+        sys.stdout.write(json.dumps([asdict(r) for r in result.rows], indent=2) + "\n")
+    elif not quiet:
+        out.print(sweep_row_table(result))
+        err.print(f"wrote {result.folder / 'sweep.csv'}" + (f" and {result.plot}" if result.plot else " (pip install 'mlp-cli[plot]' for sweep.png)"), highlight=False)
+    if result.interrupted is not None:
+        raise TrainingInterrupted(
+            f"sweep interrupted after {len(result.rows)} of {len(values)} runs; finished rows kept in {result.folder / 'sweep.csv'}",
+            result.interrupted.exit_code - 128,
+        )
+
+
+@app.command("plot")
+@handles_errors()
+def plot_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by mlp train.", show_default=False)],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the run directory).")] = None,
+) -> None:
+    """Write PNGs: loss and metric curves, confusion matrix, decision regions (2 inputs) or fitted curve (1 input), gradient flow."""
+    from mlp_cli.plot import plot_run
+
+    for path in plot_run(run_dir, out_dir):
+        out.print(str(path), highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -71,6 +71,10 @@ class ModelConfig(_Section):
     activation: Activation = Field("relu", description="non-linearity g after each hidden layer")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability after each hidden activation")
     batch_norm: bool = Field(False, description="BatchNorm1d after each hidden Linear")
+    init: Literal["default", "xavier", "kaiming"] = Field(
+        "default",
+        description="weight initialization: torch's default, xavier (Glorot, suits tanh/sigmoid) or kaiming (He, suits ReLU)",
+    )
 
 
 class TrainConfig(_Section):

@@ -21,7 +21,23 @@ def build_model(n_inputs: int, n_outputs: int, config: ModelConfig) -> nn.Sequen
             layers.append(nn.Dropout(config.dropout))
         width = hidden
     layers.append(nn.Linear(width, n_outputs))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    initialize(model, config.init, config.activation)
+    return model
+
+
+def initialize(model: nn.Sequential, scheme: str, activation: str) -> None:
+    """Xavier keeps the variance of tanh/sigmoid layers constant with depth, Kaiming that of ReLU layers;
+    torch's default (uniform ±1/√fan_in) shrinks it layer after layer, which is what deep nets suffer from."""
+    if scheme == "default":
+        return
+    for layer in linear_layers(model):
+        if scheme == "xavier":
+            gain = nn.init.calculate_gain(activation) if activation in ("tanh", "sigmoid", "relu", "leaky_relu") else 1.0
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
+        else:
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="leaky_relu" if activation == "leaky_relu" else "relu")
+        nn.init.zeros_(layer.bias)
 
 
 def widths(n_inputs: int, n_outputs: int, config: ModelConfig) -> list[int]:

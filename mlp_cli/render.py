@@ -99,12 +99,22 @@ def epoch_line(report) -> str:
 
 def diagnostics_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title, title_justify="left", box=None, pad_edge=False)
-    for column in ("layer", "grad norm", "grad/weight", "act mean", "act std", "dead/saturated"):
+    for column in ("layer", "units", "‖∂L/∂W‖", "‖∂L/∂W‖/‖W‖", "‖∂L/∂z‖", "act mean", "act std", "dead/saturated"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for row in rows:
         dead = row.get("inactive_fraction")
         table.add_row(
-            row["layer"], fmt(row["grad_norm"], 3), fmt(row["grad_weight_ratio"], 3), fmt(row["act_mean"], 3),
-            fmt(row["act_std"], 3), "-" if dead is None else f"{dead:.0%}",
+            row["layer"], str(row["units"]), fmt(row["grad_norm"], 3), fmt(row["grad_weight_ratio"], 3),
+            fmt(row["backprop_norm"], 3), fmt(row["act_mean"], 3), fmt(row["act_std"], 3), "-" if dead is None else f"{dead:.0%}",
         )
+    return table
+
+
+def sweep_row_table(result) -> Table:
+    metric = result.metric
+    table = Table(title=f"sweep of {result.key}", title_justify="left", box=None, pad_edge=False)
+    for column in (result.key, "params", "epochs", "train loss", "test loss", f"train {metric}", f"test {metric}"):
+        table.add_column(column, justify="left" if column == result.key else "right")
+    for row in result.rows:
+        table.add_row(row.value, f"{row.params:,}", str(row.epochs), fmt(row.train_loss), fmt(row.test_loss), fmt(row.train_metric), fmt(row.test_metric))
     return table

@@ -64,11 +64,7 @@ class RichReporter(Callback):
             self.progress.update(self.task_id, completed=0, epoch=f"{report.epoch + 1}/{report.epochs}")
         self.console.print(epoch_line(report), highlight=False)
         if report.diagnostics:
-            from mlp_cli.diagnostics import warnings_for
-
-            self.console.print(diagnostics_table(report.diagnostics, f"layer health after epoch {report.epoch}"))
-            for text in warnings_for(report.diagnostics):
-                self.console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+            self.on_diagnostics(report.diagnostics, f"layer health after epoch {report.epoch}")
 
     def on_message(self, text: str) -> None:
         self.console.print(text, highlight=False)
@@ -77,7 +73,7 @@ class RichReporter(Callback):
         from mlp_cli.diagnostics import warnings_for
 
         self.console.print(diagnostics_table(rows, title))
-        for text in warnings_for(rows):
+        for text in warnings_for(rows, self.info.config.model.activation):
             self.console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
 
     def on_end(self, summary: dict) -> None:

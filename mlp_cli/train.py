@@ -505,7 +505,7 @@ class Trainer:
             "best_loss": state.best_loss,
             "best_epoch": state.best_epoch,
             "bad_epochs": state.bad_epochs,
-            "history": state.history,
+            "history": pack_history(state.history),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": {
@@ -540,7 +540,7 @@ class Trainer:
         state = self.state
         state.epoch, state.step = ts["epoch"], ts["step"]
         state.best_loss, state.best_epoch, state.bad_epochs = ts["best_loss"], ts["best_epoch"], ts["bad_epochs"]
-        state.history = list(ts["history"])
+        state.history = unpack_history(ts["history"])
         state.epoch_generator_state = rng["epoch_generator"]
         state.partial_losses = ts["partial_losses"]
         state.wall_seconds = ts["wall_seconds"]
@@ -549,10 +549,10 @@ class Trainer:
 
     def _write_metrics_csv(self) -> None:
         rows = self.state.history
-        columns = list(rows[0])
-        lines = [",".join(columns)]
-        for row in rows:
-            lines.append(",".join("" if row[c] is None else (f"{row[c]:.8g}" if isinstance(row[c], float) else str(row[c])) for c in columns))
+        # Lines already formatted are kept, so a long run does not re-format its whole history every epoch.
+        lines = self._csv_lines = getattr(self, "_csv_lines", None) or [",".join(rows[0])]
+        for row in rows[len(lines) - 1 :]:
+            lines.append(",".join("" if v is None else (f"{v:.8g}" if isinstance(v, float) else str(v)) for v in row.values()))
         write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
 
     def _finish(self, started: float, total_params: int) -> dict:
@@ -562,6 +562,7 @@ class Trainer:
         else:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             state.best_epoch = state.epoch
+        train = self._evaluate(self.data.train)
         val = self._evaluate(self.data.val) if self.data.val is not None else None
         test = self._evaluate(self.data.test) if self.data.test is not None else None
         baselines = None
@@ -578,6 +579,7 @@ class Trainer:
             "wall_seconds": round(wall, 3),
             "device": str(self.device),
             "world_size": self.world.size,
+            "train": train,
             "val": val,
             "test": test,
             "baselines": baselines,
@@ -598,6 +600,24 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def pack_history(history: list[dict]) -> dict:
+    """Epoch rows as one float64 tensor (NaN for empty cells): cheap to save every epoch however long the run."""
+    if not history:
+        return {"columns": [], "values": torch.zeros(0, 0, dtype=torch.float64)}
+    columns = list(history[0])
+    values = [[math.nan if row[c] is None else float(row[c]) for c in columns] for row in history]
+    return {"columns": columns, "values": torch.tensor(values, dtype=torch.float64)}
+
+
+def unpack_history(packed: dict) -> list[dict]:
+    rows = []
+    for values in packed["values"].tolist():
+        row = {c: (None if math.isnan(v) else v) for c, v in zip(packed["columns"], values)}
+        row["epoch"] = int(row["epoch"])
+        rows.append(row)
+    return rows
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,110 @@
+"""`mlp sweep`: one run per value of one config key, on the same data and seed, collected in sweep.csv."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlp_cli.config import Config, load_config
+from mlp_cli.errors import MLPError, RunError, TrainingInterrupted
+from mlp_cli.files import write_text
+from mlp_cli.metrics import MAIN_METRIC
+
+# Keys whose value changes the rows or their preparation: the data must then be loaded again for each run.
+DATA_KEYS = ("task", "data", "train.seed")
+
+
+@dataclass
+class SweepRow:
+    value: str
+    params: int
+    epochs: int
+    train_loss: float
+    test_loss: float
+    train_metric: float
+    test_metric: float
+    run_dir: str
+
+
+@dataclass
+class SweepResult:
+    key: str
+    metric: str
+    rows: list[SweepRow] = field(default_factory=list)
+    folder: Path | None = None
+    interrupted: TrainingInterrupted | None = None
+    plot: Path | None = None
+
+
+def folder_name(value: str) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in value).strip("_")
+    return safe or "value"
+
+
+def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], *, overwrite: bool = False,
+          callback_factory=None, on_row=None) -> SweepResult:
+    """Train once per value; a Ctrl-C keeps the finished rows (and sweep.csv) and is reported in the result."""
+    from mlp_cli.data import load_dataset
+    from mlp_cli.train import Trainer
+
+    if not values:
+        raise RunError(f"mlp sweep needs at least one value for {key}")
+    configs: list[Config] = [load_config(config_path, [*overrides, f"{key}={value}"]) for value in values]
+    base = Path(configs[0].output_dir) / f"sweep-{folder_name(key)}"
+    if base.exists() and any(base.iterdir()):
+        if not overwrite:
+            raise RunError(f"{base} already holds a sweep; pass --overwrite to replace it")
+        shutil.rmtree(base)
+    base.mkdir(parents=True, exist_ok=True)
+    shared = None if key.startswith(DATA_KEYS) else load_dataset(configs[0])
+    metric = MAIN_METRIC[configs[0].task]
+    result = SweepResult(key, metric, folder=base)
+    for index, (value, config) in enumerate(zip(values, configs)):
+        run_dir = base / f"{index:02d}-{folder_name(value)}"
+        callback = callback_factory(value) if callback_factory else None
+        try:
+            summary = Trainer(config, run_dir, data=shared, callback=callback, overwrite=True).run()
+        except TrainingInterrupted as exc:
+            result.interrupted = exc
+            break
+        finally:
+            if callback is not None and hasattr(callback, "close"):
+                callback.close()
+        test = summary["test"] or summary["val"] or {}
+        row = SweepRow(value, summary["params"], summary["epochs_run"], summary["train"]["loss"], test.get("loss", math.nan),
+                       summary["train"][metric], test.get(metric, math.nan), str(run_dir))
+        result.rows.append(row)
+        write_csv(result)
+        if on_row is not None:
+            on_row(row)
+    if result.rows:
+        result.plot = plot_sweep(result)
+    return result
+
+
+def write_csv(result: SweepResult) -> None:
+    columns = ["value", "params", "epochs", "train_loss", "test_loss", f"train_{result.metric}", f"test_{result.metric}", "run_dir"]
+    lines = [",".join(columns)]
+    for row in result.rows:
+        cells = [row.value, row.params, row.epochs, row.train_loss, row.test_loss, row.train_metric, row.test_metric, row.run_dir]
+        lines.append(",".join(_cell(c) for c in cells))
+    write_text(result.folder / "sweep.csv", "\n".join(lines) + "\n")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return f'"{text}"' if "," in text else text
+
+
+def plot_sweep(result: SweepResult) -> Path | None:
+    """Train and test error against parameter count (the double-descent picture), if matplotlib is there."""
+    from mlp_cli.plot import sweep_plot
+
+    try:
+        return sweep_plot(result)
+    except MLPError:
+        return None
