@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -66,7 +67,8 @@ def handles_errors(quiet_param: str | None = None):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
-            quiet = bool(kwargs.get(quiet_param)) if quiet_param else False
+            # Under torchrun every rank runs this command; only rank 0 speaks, so each message appears once.
+            quiet = (bool(kwargs.get(quiet_param)) if quiet_param else False) or rank_from_env() != 0
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore" if quiet else "default")
                 warnings.simplefilter("ignore" if quiet else "always", MLPWarning)
@@ -74,12 +76,19 @@ def handles_errors(quiet_param: str | None = None):
                 try:
                     return command(*args, **kwargs)
                 except MLPError as exc:
+                    if rank_from_env() != 0:
+                        raise typer.Exit(exc.exit_code) from None
                     err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True) if _safe_markup(str(exc)) else err.print(f"error: {exc}", markup=False, highlight=False)
                     raise typer.Exit(exc.exit_code) from None
 
         return wrapper
 
     return decorate
+
+
+def rank_from_env() -> int:
+    """This process's rank under torchrun (0 when alone), read without importing torch."""
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def _safe_markup(text: str) -> bool:
@@ -181,8 +190,14 @@ def train(
         raise MLPError("--overwrite and --resume contradict each other; pick one")
     resolved = load_config(config, overrides)
     if nproc and nproc > 1:
+        from mlp_cli.data import load_dataset
         from mlp_cli.distributed import launch
+        from mlp_cli.train import Trainer
 
+        # Check what every rank would check before starting them, so a bad run dir or data file is one clear
+        # message here rather than one per process plus torchrun's failure report.
+        Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
+        load_dataset(resolved)
         raise typer.Exit(launch(sys.argv[1:], nproc))
     from mlp_cli.distributed import world_from_env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ class World:
 
     size: int = 1
     rank: int = 0
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -27,6 +29,16 @@ class World:
 
             dist.all_reduce(tensor)
         return tensor
+
+    def agree(self, flag: bool) -> bool:
+        """True on every rank if it is true on any."""
+        if self.size == 1:
+            return flag
+        import torch.distributed as dist
+
+        vote = torch.tensor([1 if flag else 0])
+        dist.all_reduce(vote, op=dist.ReduceOp.MAX)
+        return bool(vote.item())
 
     def barrier(self) -> None:
         if self.size > 1:
@@ -82,10 +94,14 @@ def world_from_env(config) -> World:
     from mlp_cli.device import resolve_device
 
     device = resolve_device(config.train.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    return World(dist.get_world_size(), dist.get_rank())
+    return World(dist.get_world_size(), dist.get_rank(), local_rank)
+
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -103,4 +119,15 @@ def launch(argv: list[str], nproc: int) -> int:
             continue
         args.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "mlp_cli", *args]
-    return subprocess.call(command)
+    child = subprocess.Popen(command)
+    # Ctrl-C reaches the whole process group, torchrun and its workers included; the workers save last.pt and
+    # exit, torchrun reports, and this process only waits and forwards SIGTERM (which does not reach the group).
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM)),
+    }
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -31,7 +31,7 @@ class RichReporter(Callback):
             "regression": lambda: f"regression of {cfg.data.target or 'y'}",
         }[cfg.task]()
         ranks = f", {info.world_size} processes" if info.world_size > 1 else ""
-        c.print(f"[bold]mlp train[/bold] → {info.run_dir}  (device {info.device}, {info.threads} threads{ranks})", highlight=False)
+        c.print(f"[bold]mlp train[/bold] → {info.run_dir}  (device {info.device}, {info.threads} thread{'s' if info.threads != 1 else ''}{ranks})", highlight=False)
         c.print(
             f"data: {info.n_train:,} train / {info.n_val:,} val / {info.n_test:,} test rows, {what}; "
             f"loss {cfg.loss_name}, {cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}",

@@ -249,6 +249,8 @@ class Trainer:
         cfg, tcfg = self.config, self.config.train
         stored = self.check_run_dir()
         device = resolve_device(tcfg.device)
+        if device.type == "cuda" and self.world.size > 1:
+            device = torch.device("cuda", self.world.local_rank)  # torchrun: one GPU per process on this node
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
         data = self.data if self.data is not None else load_dataset(cfg)
@@ -326,8 +328,15 @@ class Trainer:
         if self.world.size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            if self.config.model.batch_norm:
+            if self.config.model.batch_norm and device.type == "cuda":
                 net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            elif self.config.model.batch_norm:
+                warnings.warn(
+                    "batch_norm under torchrun on the CPU normalizes with each process's own rows (SyncBatchNorm "
+                    "needs CUDA), so results differ slightly from one process",
+                    MLPWarning,
+                    stacklevel=2,
+                )
             net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
         if self.config.train.compile:
             net = torch.compile(net)
@@ -371,13 +380,14 @@ class Trainer:
         # One gather per epoch; every batch below is then a contiguous view.
         x_epoch, y_epoch = train.x.index_select(0, order), train.y.index_select(0, order)
         losses = torch.zeros(len(plan), dtype=torch.float32, device=self.device)
-        if resuming_mid_epoch:
+        if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
             losses.copy_(self.state.partial_losses.to(self.device))
         net, loss_fn, opt, task = self.net, self.loss_fn, self.optimizer, self.config.task
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         scale = [world.size / count for count, _, _ in plan]
         net.train()
+        distributed = world.size > 1
         cast = autocast(self.device, tcfg.precision)
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
         next_save = self._next_save
@@ -394,18 +404,21 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
             opt.step()
             losses[step] = loss_sum.detach()
-            if self.stop:
+            # Under torchrun every rank must stop at the same step, or the others would wait forever in all-reduce.
+            if (world.agree(bool(self.stop)) if distributed else self.stop):
                 self._interrupt(epoch, step + 1, losses)
             now = time.perf_counter()
             if now >= next_tick:
                 next_tick = now + PROGRESS_EVERY_S
                 done = losses[: step + 1]
                 running = done.sum().item()
-                if not math.isfinite(running):
+                if not distributed and not math.isfinite(running):
                     self._diverged(epoch, done)
                 rows = sum(count for count, _, _ in plan[: step + 1])
                 self.callback.on_progress(Progress(epoch, tcfg.epochs, step + 1, len(plan), rows, now - epoch_started, running / rows))
-                if now >= next_save and step + 1 < len(plan):
+                # Ranks reach their time checks at different steps, so under torchrun last.pt is written only
+                # at epoch ends and on a signal, where all ranks agree on the state.
+                if not distributed and now >= next_save and step + 1 < len(plan):
                     self.state.step = step + 1
                     self.state.partial_losses = losses.cpu()
                     self._save_last(started)
@@ -434,7 +447,10 @@ class Trainer:
         signum = self.stop.signum or signal.SIGINT
         name = signal.Signals(signum).name
         # Saved as a mid-epoch state even after the epoch's last step; resume then just closes the epoch.
-        self.state.step, self.state.partial_losses = step, losses.cpu()
+        self.state.step = step
+        self.state.partial_losses = self.world.all_reduce(losses.clone()).cpu()
+        if not torch.isfinite(self.state.partial_losses[:step]).all():
+            self._diverged(epoch, self.state.partial_losses[:step])  # never save weights that are already NaN
         self._save_last(self._started)
         raise TrainingInterrupted(
             f"{name} received: stopped at epoch {epoch}, step {step}; saved {self.run_dir / 'last.pt'}", signum

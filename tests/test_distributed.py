@@ -1,0 +1,118 @@
+"""Data-parallel training with torchrun and gloo on the CPU: same results as one process, rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlp_cli.config import load_config
+from mlp_cli.distributed import World, epoch_plan, local_positions, shard_bounds
+from mlp_cli.train import Trainer
+
+from conftest import REPO, blobs, write_config, write_csv
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 500), batch=st.integers(1, 64), size=st.integers(1, 4))
+def test_every_row_once_per_epoch_across_ranks(n, batch, size):
+    seen = []
+    plans = [epoch_plan(n, batch, World(size, rank)) for rank in range(size)]
+    for rank in range(size):
+        positions = local_positions(n, batch, World(size, rank))
+        seen.extend(range(n) if positions is None else positions.tolist())
+    assert sorted(seen) == list(range(n))  # each row exactly once, none padded or repeated
+    for step in range(len(plans[0])):
+        counts = {plan[step][0] for plan in plans}
+        assert len(counts) == 1  # every rank agrees on the global batch size of each step
+        assert sum(plan[step][2] - plan[step][1] for plan in plans) == counts.pop()
+
+
+def test_shards_differ_by_at_most_one_row():
+    sizes = [shard_bounds(10, World(3, r)) for r in range(3)]
+    assert sizes == [(0, 4), (4, 7), (7, 10)]
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp")
+    write_csv(folder / "t.csv", blobs(1200, classes=(1, 2, 3), seed=0))
+    config = write_config(folder / "c.yaml", {
+        "task": "multiclass", "data": {"train": "t.csv", "target": "label"}, "model": {"hidden": [16]},
+        "train": {"epochs": 4, "batch_size": 50, "early_stopping": 0, "threads": 1}, "output_dir": str(folder / "one"),
+    })
+    return folder, config
+
+
+def mlp(*args, timeout=240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlp_cli", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_two_gloo_processes_match_one_process(job):
+    folder, config = job
+    one = mlp("train", config, "--json", "--quiet")
+    two = mlp("train", config, "--nproc", "2", "--json", "--quiet", f"output_dir={folder / 'two'}")
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert b["world_size"] == 2
+    # Same global batch and seed: the gradients are the same sums in another order, so the weights agree
+    # to float32 rounding after 4 epochs.
+    assert b["val"]["loss"] == pytest.approx(a["val"]["loss"], rel=1e-5)
+    assert b["test"]["confusion_matrix"] == a["test"]["confusion_matrix"]
+
+    # Sharded evaluation (all-reduced sums and counts) equals one process evaluating the same weights.
+    single = json.loads(mlp("eval", folder / "two" / "best.pt", "--json").stdout)
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "confusion_matrix", "per_class", "n"):
+        assert single[key] == b["test"][key], key
+    assert single["loss"] == pytest.approx(b["test"]["loss"], rel=1e-9)
+
+
+def test_only_rank_zero_writes(job, tmp_path, monkeypatch):
+    _, config_path = job
+    config = load_config(config_path, [f"output_dir={tmp_path / 'run'}"])
+    other = World(size=2, rank=1)
+    # Stand-ins for the collectives: this process plays rank 1 of a job whose rank 0 never runs.
+    monkeypatch.setattr(World, "all_reduce", lambda self, tensor: tensor)
+    monkeypatch.setattr(World, "barrier", lambda self: None)
+    monkeypatch.setattr(World, "agree", lambda self, flag: flag)
+    monkeypatch.setattr(Trainer, "_wrap", lambda self, model, device: model)
+    summary = Trainer(config, world=other).run()
+    assert summary["epochs_run"] == 4
+    assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_under_torchrun_saves_once_and_resumes(job):
+    folder, config = job
+    longer = ["train.epochs=40", "train.batch_size=8"]
+    reference = mlp("train", config, "--nproc", "2", "--quiet", f"output_dir={folder / 'ref'}", *longer, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    run = folder / "interrupted"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mlp_cli", "train",
+         str(config), "--quiet", f"output_dir={run}", *longer],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists():
+        assert time.time() < deadline and process.poll() is None, process.communicate()[1]
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    state = torch.load(run / "last.pt", weights_only=True)["train_state"]
+    assert state["epoch"] < 40
+    resumed = mlp("train", config, "--nproc", "2", "--quiet", f"output_dir={run}", *longer, "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(run / "best.pt", weights_only=True)["model_state"]
+    b = torch.load(folder / "ref" / "best.pt", weights_only=True)["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
