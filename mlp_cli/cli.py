@@ -135,9 +135,14 @@ def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, s
     from mlp_cli.data import fit, read_frames, split_frames
 
     config = load_config(path, overrides)
-    train_frame, test_frame, features = read_frames(config)
-    parts = split_frames(config, train_frame, test_frame)
-    prep, _ = fit(config, parts["train"], features)
+    if config.data.streaming:
+        from mlp_cli.stream import fit_streaming
+
+        prep = fit_streaming(config)[0]
+    else:
+        train_frame, test_frame, features = read_frames(config)
+        parts = split_frames(config, train_frame, test_frame)
+        prep, _ = fit(config, parts["train"], features)
     widths = [prep.n_inputs, *config.model.hidden, prep.n_outputs]
     what = f"{len(prep.labels)} classes" if config.task == "multiclass" else ("1 logit" if config.task == "binary" else "1 output")
     return widths, config.model.batch_norm, f"{path}: {prep.n_inputs} inputs → {what}"

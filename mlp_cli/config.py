@@ -59,6 +59,12 @@ class DataConfig(_Section):
         False, description="regression only: learn a standardized target; every output is reported in target units"
     )
     synthetic: Optional[SyntheticConfig] = Field(None, description="generated teaching data instead of files")
+    streaming: bool = Field(
+        False,
+        description="read Parquet (a file or a folder of shards) row group by row group instead of loading it; "
+        "splits are a seeded hash of each row's position (random, not stratified)",
+    )
+    shuffle_buffer: int = Field(65536, ge=1, description="streaming: rows held in the shuffle buffer")
 
 
 class ModelConfig(_Section):

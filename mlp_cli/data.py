@@ -146,10 +146,13 @@ class Preprocessor:
             if self.target_mean is not None:
                 y = (y - np.float32(self.target_mean)) / np.float32(self.target_scale)
             return y
-        values = _label_values(frame.target, frame.origin, self.target)
-        lookup = {label: i for i, label in enumerate(self.labels)}
-        codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+        codes = self._numeric_codes(frame.target)
+        if codes is None:
+            values = _label_values(frame.target, frame.origin, self.target)
+            lookup = {label: i for i, label in enumerate(self.labels)}
+            codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
         if (codes < 0).any():
+            values = _label_values(frame.target, frame.origin, self.target)
             unseen = sorted({v for v, c in zip(values, codes) if c < 0}, key=_sort_key)
             first = np.flatnonzero(codes < 0)
             raise DataError(
@@ -157,6 +160,14 @@ class Preprocessor:
                 f"{', '.join(map(repr, unseen))} (at {frame.rows_text(first)}); the model knows {', '.join(map(repr, self.labels))}"
             )
         return codes.astype(np.float32) if self.task == "binary" else codes
+
+    def _numeric_codes(self, target: np.ndarray) -> np.ndarray | None:
+        """Vectorized label lookup for integer labels read as numbers (the common case, and the streaming hot path)."""
+        if target.dtype.kind != "f" or not all(type(label) is int for label in self.labels):
+            return None
+        known = np.asarray(self.labels, dtype=np.float64)
+        position = np.clip(np.searchsorted(known, target), 0, len(known) - 1)
+        return np.where(known[position] == target, position, -1).astype(np.int64)
 
     def unscale_target(self, y):
         """Regression outputs back in the target's own units (works on numpy arrays and tensors)."""
@@ -179,6 +190,20 @@ class Split:
 
     def to(self, device) -> "Split":
         return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.rows)
+
+    def batches(self, size: int):
+        for start in range(0, len(self.rows), size):
+            yield self.x[start : start + size], self.y[start : start + size]
+
+    def head(self, n: int):
+        return self.x[:n], self.y[:n]
+
+    def shard(self, world) -> "Split":
+        """This rank's contiguous share of the rows, for a sharded evaluation."""
+        from mlp_cli.distributed import shard_bounds
+
+        lo, hi = shard_bounds(len(self.rows), world)
+        return Split(self.x[lo:hi], self.y[lo:hi], self.rows[lo:hi])
 
 
 @dataclass
@@ -215,6 +240,10 @@ def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> S
 
 def load_dataset(config: Config) -> Dataset:
     """Read, validate, split and fit; the same config and seed always give the same tensors."""
+    if config.data.streaming:
+        from mlp_cli.stream import load_streaming
+
+        return load_streaming(config)
     train_frame, test_frame, features = read_frames(config)
     parts = split_frames(config, train_frame, test_frame)
     del train_frame, test_frame  # the splits own their rows now; let the full table go

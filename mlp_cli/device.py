@@ -24,9 +24,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_threads(n_params: int) -> int:
-    """Threads for CPU training; small nets lose time to thread hand-offs, so they get fewer (see benchmarks)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cores
+    """Threads for CPU training. The matrices of a tabular MLP are small, and OpenMP's hand-offs cost more than
+    they save: one thread was 2x faster than two on an idle 2-core machine, and up to 85x faster when another
+    process competed for the cores (benchmarks/bench.py measures it)."""
+    return 1
 
 
 def available_bytes(device: torch.device) -> int | None:

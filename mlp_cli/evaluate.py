@@ -43,8 +43,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     with autocast(device, precision):
-        for start in range(0, len(split), EVAL_BATCH):
-            x, y = split.x[start : start + EVAL_BATCH], split.y[start : start + EVAL_BATCH]
+        for x, y in split.batches(EVAL_BATCH):
             out = model_outputs(model, x, config.task).float()
             acc.update(out, y, loss_fn(out, y))
     model.train(was_training)
@@ -73,6 +72,10 @@ def evaluate_checkpoint(path: str | Path, data_path: str | Path | None = None, d
 
 def test_split(config: Config, prep: Preprocessor) -> Split:
     """The run's test rows, re-read and re-split with the stored seed, transformed by the stored preprocessor."""
+    if config.data.streaming:
+        from mlp_cli.stream import streaming_split
+
+        return streaming_split(config, prep, "test")
     train_frame, test_frame, _ = read_frames(config)
     return to_split(prep, split_frames(config, train_frame, test_frame)["test"])
 

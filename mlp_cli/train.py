@@ -22,8 +22,8 @@ import torch
 from mlp_cli import checkpoint, params
 from mlp_cli.components import loss_function, optimizer as make_optimizer, scheduler as make_scheduler
 from mlp_cli.config import Config, dump_yaml, flatten
-from mlp_cli.data import Dataset, load_dataset
-from mlp_cli.distributed import World, epoch_plan, local_positions, shard_bounds
+from mlp_cli.data import Dataset, Split, load_dataset
+from mlp_cli.distributed import World, epoch_plan, local_positions
 from mlp_cli.device import available_bytes, default_threads, human_bytes, resolve_device
 from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInterrupted
 from mlp_cli.evaluate import autocast, evaluate_split, model_outputs
@@ -344,8 +344,7 @@ class Trainer:
 
     def _diagnostic_batch(self):
         train = self.data.train
-        take = min(len(train), max(self.config.train.batch_size, 256))
-        return train.x[:take], train.y[:take]
+        return train.head(min(len(train), max(self.config.train.batch_size, 256)))
 
     def _loop(self, started: float) -> None:
         tcfg = self.config.train
@@ -367,34 +366,38 @@ class Trainer:
         """One pass over the training rows; returns the mean training loss (read once, at the end)."""
         tcfg, train, world = self.config.train, self.data.train, self.world
         n, batch = len(train), tcfg.batch_size
-        plan = epoch_plan(n, batch, world)
         resuming_mid_epoch = self.state.step > 0
         if resuming_mid_epoch:
             self.generator.set_state(self.state.epoch_generator_state)
         self.state.epoch_generator_state = self.generator.get_state()
-        order = torch.randperm(n, generator=self.generator)
-        positions = local_positions(n, batch, world)
-        if positions is not None:
-            order = order[positions]
-        order = order.to(self.device, non_blocking=True)
-        # One gather per epoch; every batch below is then a contiguous view.
-        x_epoch, y_epoch = train.x.index_select(0, order), train.y.index_select(0, order)
-        losses = torch.zeros(len(plan), dtype=torch.float32, device=self.device)
+        if isinstance(train, Split):
+            order = torch.randperm(n, generator=self.generator)
+            plan = epoch_plan(n, batch, world)
+            positions = local_positions(n, batch, world)
+            if positions is not None:
+                order = order[positions]
+            order = order.to(self.device, non_blocking=True)
+            # One gather per epoch; every batch below is then a contiguous view.
+            x_epoch, y_epoch = train.x.index_select(0, order), train.y.index_select(0, order)
+            counts = [count for count, _, _ in plan]
+            batches = ((x_epoch[lo:hi], y_epoch[lo:hi]) for _, lo, hi in plan[self.state.step :])
+        else:  # streamed from disk: the epoch's shuffle is seeded from the same generator
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            counts, batches = train.epoch(seed, batch, world, skip=self.state.step)
+        losses = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
         if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
             losses.copy_(self.state.partial_losses.to(self.device))
         net, loss_fn, opt, task = self.net, self.loss_fn, self.optimizer, self.config.task
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        scale = [world.size / count for count, _, _ in plan]
+        scale = [world.size / count for count in counts]
         net.train()
         distributed = world.size > 1
         cast = autocast(self.device, tcfg.precision)
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
         next_save = self._next_save
         epoch_started = time.perf_counter()
-        for step in range(self.state.step, len(plan)):
-            _, lo, hi = plan[step]
-            xb, yb = x_epoch[lo:hi], y_epoch[lo:hi]
+        for step, (xb, yb) in zip(range(self.state.step, len(counts)), batches):
             with cast:
                 out = model_outputs(net, xb, task)
             loss_sum = loss_fn(out.float(), yb)
@@ -414,11 +417,11 @@ class Trainer:
                 running = done.sum().item()
                 if not distributed and not math.isfinite(running):
                     self._diverged(epoch, done)
-                rows = sum(count for count, _, _ in plan[: step + 1])
-                self.callback.on_progress(Progress(epoch, tcfg.epochs, step + 1, len(plan), rows, now - epoch_started, running / rows))
+                rows = sum(counts[: step + 1])
+                self.callback.on_progress(Progress(epoch, tcfg.epochs, step + 1, len(counts), rows, now - epoch_started, running / rows))
                 # Ranks reach their time checks at different steps, so under torchrun last.pt is written only
                 # at epoch ends and on a signal, where all ranks agree on the state.
-                if not distributed and now >= next_save and step + 1 < len(plan):
+                if not distributed and now >= next_save and step + 1 < len(counts):
                     self.state.step = step + 1
                     self.state.partial_losses = losses.cpu()
                     self._save_last(started)
@@ -497,8 +500,7 @@ class Trainer:
         acc = Accumulator(self.config.task, prep.n_outputs if self.config.task == "multiclass" else 2, self.device,
                           prep.unscale_target if prep.target_mean is not None else None)
         if self.world.size > 1:
-            lo, hi = shard_bounds(len(split), self.world)
-            split = type(split)(split.x[lo:hi], split.y[lo:hi], split.rows[lo:hi])
+            split = split.shard(self.world)
         evaluate_split(self.model, split, self.config, prep, self.loss_fn, self.config.train.precision, acc)
         if self.world.size > 1:
             acc.load_state(self.world.all_reduce(acc.state()))
@@ -582,7 +584,7 @@ class Trainer:
         val = self._evaluate(self.data.val) if self.data.val is not None else None
         test = self._evaluate(self.data.test) if self.data.test is not None else None
         baselines = None
-        if self.world.is_main:
+        if self.world.is_main and isinstance(self.data.train, Split):  # baselines need the table in memory
             from mlp_cli.baselines import baselines as compute_baselines
 
             baselines = compute_baselines(self.config, self.data, self.device)

@@ -1,0 +1,334 @@
+"""Parquet larger than memory: one statistics pass, then batches read row group by row group and shuffled
+through a bounded buffer, with the shard order reshuffled (and dealt out to ranks) every epoch.
+
+Rows are assigned to train/validation/test by a seeded hash of their position in the dataset, so the split
+is the same on every pass without holding it in memory (it is random, not stratified). Memory is bounded by
+one row group plus the shuffle buffer, whatever the size of the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlp_cli.config import Config
+from mlp_cli.data import Preprocessor, _label_values, _missing_target, _sort_key
+from mlp_cli.errors import DataError
+from mlp_cli.table import Frame, _numeric_matrix, _target_column, check_columns
+
+ROLES = ("train", "val", "test")
+_MASK = (1 << 64) - 1
+
+
+@dataclass
+class Unit:
+    """One row group of one Parquet file: the smallest piece read at a time."""
+
+    path: str
+    row_group: int
+    rows: int
+    first_row: int  # position of its first row in the whole dataset (for the split hash)
+    counts: dict  # usable rows per role, after missing-value handling
+
+
+def uniform(ids: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed pseudo-random number in [0, 1) per row id (splitmix64), the same on every pass."""
+    z = ids.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & _MASK)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
+        if not files:
+            raise DataError(f"{path}: no .parquet files in this folder")
+        return files
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        raise DataError(f"{path}: data.streaming reads Parquet (a file or a folder of shards), not {path.suffix or 'this file'}")
+    return [path]
+
+
+class ParquetSource:
+    """The row groups of a Parquet file or folder and what role each of their rows plays."""
+
+    def __init__(self, path: Path, config: Config, roles_from_hash: bool):
+        import pyarrow.parquet as pq
+
+        self.config = config
+        self.path = path
+        self.roles_from_hash = roles_from_hash  # False for a test file: every row is a test row
+        self.units: list[Unit] = []
+        self.names: list[str] = []
+        offset = 0
+        for file in _files(path):
+            try:
+                meta = pq.ParquetFile(str(file)).metadata
+            except Exception as exc:  # pyarrow raises several types for a damaged file
+                raise DataError(f"{file}: not a readable Parquet file: {exc}") from None
+            names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+            if not self.names:
+                self.names = names
+            elif names != self.names:
+                raise DataError(f"{file}: columns differ from the other shards ({', '.join(names)} vs {', '.join(self.names)})")
+            for group in range(meta.num_row_groups):
+                rows = meta.row_group(group).num_rows
+                if rows:
+                    self.units.append(Unit(str(file), group, rows, offset, {}))
+                    offset += rows
+        if not self.units:
+            raise DataError(f"{path}: no data rows")
+        self.total_rows = offset
+
+    def read(self, unit: Unit, features: list[str], target: str | None) -> Frame:
+        import pyarrow.parquet as pq
+
+        columns = features + ([target] if target else [])
+        table = pq.ParquetFile(unit.path).read_row_group(unit.row_group, columns=columns)
+        numeric = _numeric_matrix(table, features, unit.path, "parquet")
+        target_values = _target_column(table, target) if target else None
+        return Frame(unit.path, "parquet", numeric, features, {}, target_values, np.arange(unit.rows))
+
+    def roles(self, unit: Unit) -> np.ndarray:
+        """0 train, 1 validation, 2 test, for each row of the unit."""
+        if not self.roles_from_hash:
+            return np.full(unit.rows, 2, dtype=np.int8)
+        data = self.config.data
+        test_share = 0.0 if data.test else data.test_fraction
+        val_share = data.val_fraction * (1 - test_share)
+        u = uniform(np.arange(unit.first_row, unit.first_row + unit.rows), self.config.train.seed)
+        roles = np.zeros(unit.rows, dtype=np.int8)
+        roles[u < test_share + val_share] = 1
+        roles[u < test_share] = 2
+        return roles
+
+
+def _usable(frame: Frame, policy: str) -> np.ndarray:
+    """Rows to keep: missing targets never; missing features only under `drop`. `error` raises."""
+    holes = np.isnan(frame.numeric)
+    if np.isinf(frame.numeric).any():
+        rows, cols = np.nonzero(np.isinf(frame.numeric))
+        raise DataError(f"{frame.origin}: column {frame.numeric_names[cols[0]]!r} holds an infinite value at row {rows[0] + 1}")
+    target_holes = _missing_target(frame.target) if frame.target is not None else np.zeros(len(holes), dtype=bool)
+    if policy == "error" and (holes.any() or target_holes.any()):
+        column = next((frame.numeric_names[j] for j in range(holes.shape[1]) if holes[:, j].any()), "the target")
+        first = np.flatnonzero(holes.any(axis=1) | target_holes)[:5] + 1
+        raise DataError(
+            f"{frame.origin}: missing values in {column!r} at row(s) {', '.join(map(str, first))} of its row group; "
+            "set data.missing: drop or mean"
+        )
+    keep = ~target_holes
+    if policy == "drop":
+        keep &= ~holes.any(axis=1)
+    return keep
+
+
+def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetSource | None]:
+    """One pass over the data: label set, training-split means and scales, and row counts per role and unit."""
+    data, task = config.data, config.task
+    if data.categorical:
+        raise DataError("data.categorical is not supported with data.streaming yet; encode the columns in the Parquet file")
+    source = ParquetSource(Path(data.train), config, roles_from_hash=True)
+    check_columns(source.path, source.names, [data.target], "target")
+    features = data.features or [n for n in source.names if n != data.target]
+    check_columns(source.path, source.names, features, "feature")
+    test = None
+    if data.test:
+        test = ParquetSource(Path(data.test), config, roles_from_hash=False)
+        check_columns(test.path, test.names, features + [data.target], "test")
+
+    width = len(features)
+    total, squares, present = np.zeros(width), np.zeros(width), np.zeros(width)
+    y_sum = y_squares = 0.0
+    label_counts: dict = {}
+    for owner in (source, test):
+        if owner is None:
+            continue
+        for unit in owner.units:
+            frame = owner.read(unit, features, data.target)
+            keep = _usable(frame, data.missing)
+            roles = owner.roles(unit)
+            unit.counts = {role: int(((roles == i) & keep).sum()) for i, role in enumerate(ROLES)}
+            if owner is test:
+                continue
+            train_rows = (roles == 0) & keep
+            x = frame.numeric[train_rows].astype(np.float64)
+            finite = ~np.isnan(x)
+            total += np.where(finite, x, 0).sum(axis=0)
+            squares += np.where(finite, x * x, 0).sum(axis=0)
+            present += finite.sum(axis=0)
+            values = frame.target[keep]
+            if task == "regression":
+                if values.dtype == object:
+                    raise DataError(f"{frame.origin}: regression target {data.target!r} is not numeric")
+                y = frame.target[train_rows]
+                y_sum += float(y.sum())
+                y_squares += float((y * y).sum())
+            else:
+                for label in _label_values(values, frame.origin, data.target):
+                    label_counts[label] = label_counts.get(label, 0) + 1
+    n_train = sum(u.counts["train"] for u in source.units)
+    if n_train < 2:
+        raise DataError(f"{source.path}: only {n_train} training row(s) after the split; a model needs more data")
+    prep = Preprocessor(task, data.target, features, {}, data.missing)
+    mean = total / np.maximum(present, 1)
+    if data.missing == "mean":
+        prep.impute = {name: float(m) for name, m in zip(features, mean)}
+    if data.standardize:
+        # Imputed values sit at the mean, so they add nothing to the sum of squared deviations.
+        variance = np.maximum(squares / np.maximum(present, 1) - mean * mean, 0) * present / n_train
+        scale = np.sqrt(variance)
+        scale[scale < 1e-12] = 1.0
+        prep.mean, prep.scale = mean.tolist(), scale.tolist()
+    if task == "regression":
+        if data.standardize_target:
+            prep.target_mean = y_sum / n_train
+            prep.target_scale = float(np.sqrt(max(y_squares / n_train - prep.target_mean**2, 0))) or 1.0
+    else:
+        labels = sorted(label_counts, key=_sort_key)
+        if len(labels) < 2:
+            raise DataError(f"{source.path}: target {data.target!r} has one class only; a classifier needs at least two")
+        if task == "binary" and len(labels) != 2:
+            raise DataError(f"{source.path}: task binary needs exactly two classes, target {data.target!r} has {len(labels)}")
+        prep.labels = [label.item() if hasattr(label, "item") else label for label in labels]
+    return prep, source, test
+
+
+class StreamSplit:
+    """A split that lives on disk: batches are read, transformed and moved to the device as they are used."""
+
+    def __init__(self, source: ParquetSource, role: str, prep: Preprocessor, shuffle_buffer: int, device=None, units=None):
+        self.source, self.role, self.prep = source, role, prep
+        self.shuffle_buffer = shuffle_buffer
+        self.device = device
+        self.units = units if units is not None else [u for u in source.units if u.counts.get(role)]
+        self.rows = np.arange(sum(u.counts[role] for u in self.units))  # positions only; the data stays on disk
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to(self, device) -> "StreamSplit":
+        return StreamSplit(self.source, self.role, self.prep, self.shuffle_buffer, device, self.units)
+
+    def shard(self, world) -> "StreamSplit":
+        """This rank's share for evaluation: every world.size-th row group."""
+        return StreamSplit(self.source, self.role, self.prep, self.shuffle_buffer, self.device, self.units[world.rank :: world.size])
+
+    def _arrays(self, unit: Unit):
+        frame = self.source.read(unit, self.prep.features, self.prep.target)
+        keep = _usable(frame, self.prep.missing) & (self.source.roles(unit) == ROLES.index(self.role))
+        frame = frame.take(np.flatnonzero(keep))
+        return self.prep.inputs(frame), self.prep.targets(frame)
+
+    def _tensors(self, x: np.ndarray, y: np.ndarray):
+        import torch
+
+        xb, yb = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        if self.device is not None:
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+        return xb, yb
+
+    def batches(self, size: int):
+        """In order, for evaluation."""
+        for unit in self.units:
+            x, y = self._arrays(unit)
+            for start in range(0, len(x), size):
+                yield self._tensors(x[start : start + size], y[start : start + size])
+
+    def head(self, n: int):
+        xs, ys, have = [], [], 0
+        for unit in self.units:
+            x, y = self._arrays(unit)
+            xs.append(x[: n - have])
+            ys.append(y[: n - have])
+            have += len(xs[-1])
+            if have >= n:
+                break
+        return self._tensors(np.concatenate(xs), np.concatenate(ys))
+
+    def epoch(self, seed: int, batch_size: int, world, skip: int = 0):
+        """(global rows per step, iterator of this rank's (x, y) batches) for one shuffled pass.
+
+        Row groups are shuffled and dealt to ranks; each rank shuffles its rows through a bounded buffer and
+        cuts batches of batch_size / world rows, so all ranks know every step's global row count in advance.
+        """
+        rng = np.random.default_rng(seed)
+        order = [self.units[i] for i in rng.permutation(len(self.units))]
+        local = max(1, -(-batch_size // world.size))
+        per_rank = [sum(u.counts[self.role] for u in order[r :: world.size]) for r in range(world.size)]
+        steps = max(-(-n // local) for n in per_rank)
+        counts = [sum(min(local, max(n - step * local, 0)) for n in per_rank) for step in range(steps)]
+        mine = order[world.rank :: world.size]
+        return counts, self._shuffled(mine, rng, local, steps, skip)
+
+    def _shuffled(self, units: list[Unit], rng, local: int, steps: int, skip: int):
+        import torch
+
+        capacity = max(self.shuffle_buffer, local)
+        held_x: list[np.ndarray] = []
+        held_y: list[np.ndarray] = []
+        held = emitted = 0
+
+        def emit(final: bool):
+            nonlocal held_x, held_y, held
+            x, y = np.concatenate(held_x), np.concatenate(held_y)
+            mix = rng.permutation(len(x))
+            # Keep half the buffer back (unless this is the end) so rows from the next row groups mix in.
+            ready = len(x) if final else (len(x) - capacity // 2) // local * local
+            # One gather for the rows going out, then contiguous slices, as in memory.
+            out_x, out_y = x[mix[:ready]], y[mix[:ready]]
+            rest = mix[ready:]
+            held_x, held_y, held = [x[rest]], [y[rest]], len(rest)
+            return [(out_x[i : i + local], out_y[i : i + local]) for i in range(0, ready, local)]
+
+        for unit in units:
+            x, y = self._arrays(unit)
+            held_x.append(x)
+            held_y.append(y)
+            held += len(x)
+            if held >= capacity + local:
+                for xb, yb in emit(final=False):
+                    if emitted >= skip:
+                        yield self._tensors(xb, yb)
+                    emitted += 1
+        if held:
+            for xb, yb in emit(final=True):
+                if emitted >= skip:
+                    yield self._tensors(xb, yb)
+                emitted += 1
+        # A rank with fewer rows keeps stepping with empty batches so every rank joins every all-reduce.
+        width = len(self.prep.feature_names)
+        empty_y = torch.empty(0, dtype=torch.float32 if self.prep.task != "multiclass" else torch.int64)
+        while emitted < steps:
+            if emitted >= skip:
+                xb = torch.empty(0, width)
+                yield (xb.to(self.device), empty_y.to(self.device)) if self.device is not None else (xb, empty_y)
+            emitted += 1
+
+
+def load_streaming(config: Config):
+    """A Dataset whose splits stream from Parquet; only the fitted preprocessor is held in memory."""
+    from mlp_cli.data import Dataset
+
+    prep, source, test = fit_streaming(config)
+    buffer = config.data.shuffle_buffer
+    train = StreamSplit(source, "train", prep, buffer)
+    val = StreamSplit(source, "val", prep, buffer)
+    test_split = StreamSplit(test if test is not None else source, "test", prep, buffer)
+    return Dataset(train, val if len(val) else None, test_split if len(test_split) else None, prep)
+
+
+def streaming_split(config: Config, prep: Preprocessor, role: str) -> StreamSplit:
+    """A split of a trained run rebuilt from its stored config and preprocessor, without a statistics pass."""
+    data = config.data
+    source = ParquetSource(Path(data.test if role == "test" and data.test else data.train), config,
+                           roles_from_hash=not (role == "test" and data.test))
+    for unit in source.units:
+        unit.counts = {role: unit.rows}  # an upper bound; batches hold only the rows that really play the role
+    return StreamSplit(source, role, prep, data.shuffle_buffer)
