@@ -111,7 +111,7 @@ def load(path: str | Path) -> dict:
 def restore(data: dict, path: str | Path = "checkpoint") -> tuple[Config, torch.nn.Sequential, Preprocessor]:
     """Rebuild config, model (weights loaded, eval mode) and preprocessor from a loaded checkpoint."""
     try:
-        config = config_from_dict(data["config"], origin=f"{path} (stored config)")
+        config = config_from_dict(data["config"], origin=f"{path} (stored config)", warn=False)  # warned at training
         prep = Preprocessor.from_dict(data["preprocessor"])
         model = build_model(data["n_inputs"], data["n_outputs"], config.model)
         model.load_state_dict(data["model_state"])

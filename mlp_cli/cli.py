@@ -163,11 +163,13 @@ def show_config(config: ConfigArg, overrides: OverridesArg = None, json_out: Jso
 
 @app.command()
 @handles_errors()
-def schema() -> None:
+def schema(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a table of every key, its default and meaning instead.")] = False,
+) -> None:
     """Print the config's JSON Schema (point your editor's YAML plugin at it for completion and checks)."""
-    from mlp_cli.config import schema as config_schema
+    from mlp_cli.config import reference_markdown, schema as config_schema
 
-    sys.stdout.write(json.dumps(config_schema(), indent=2) + "\n")
+    sys.stdout.write(reference_markdown() if markdown else json.dumps(config_schema(), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- train

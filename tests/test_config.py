@@ -152,3 +152,9 @@ def test_schema_is_json_schema_with_descriptions():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     load_config(path)
+
+
+def test_config_reference_doc_is_current():
+    from mlp_cli.config import reference_markdown
+
+    assert (REPO / "docs" / "config.md").read_text() == reference_markdown(), "regenerate: mlp schema --markdown > docs/config.md"
