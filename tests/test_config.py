@@ -151,7 +151,11 @@ def test_schema_is_json_schema_with_descriptions():
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    load_config(path)
+    if path.name == "linear_collapse.yaml":  # identity on purpose: the warning is the lesson
+        with pytest.warns(MLPWarning, match="affine map"):
+            load_config(path)
+    else:
+        load_config(path)
 
 
 def test_config_reference_doc_is_current():
