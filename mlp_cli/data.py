@@ -262,17 +262,17 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
         return frame, None, list(frame.numeric_names)
     train_path = Path(data.train)
     frame, features = load_frame(train_path, data.features, data.categorical, data.target, target_required=True)
-    frame = handle_missing(frame, config.data.missing, config.task, target_required=True)
+    frame = handle_missing(frame, config.data.missing)
     test = None
     if data.test:
         test_path = Path(data.test)
         check_columns(test_path, header(test_path), features + [data.target], "test")
         test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True)
-        test = handle_missing(test, config.data.missing, config.task, target_required=True)
+        test = handle_missing(test, config.data.missing)
     return frame, test, features
 
 
-def handle_missing(frame: Frame, policy: str, task: str, target_required: bool) -> Frame:
+def handle_missing(frame: Frame, policy: str) -> Frame:
     """Apply data.missing to a freshly read frame: error names columns and rows; drop removes rows."""
     nan_cells = np.isnan(frame.numeric)
     if np.isinf(frame.numeric).any():
@@ -443,4 +443,4 @@ def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> 
         )
     target = prep.target if target_required else None
     frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required)
-    return handle_missing(frame, prep.missing, prep.task, target_required)
+    return handle_missing(frame, prep.missing)

@@ -18,7 +18,7 @@ from mlp_cli.data import load_dataset
 from mlp_cli.diagnostics import Diagnostics, warnings_for
 from mlp_cli.model import build_model
 
-from conftest import REPO, blobs, linear_target, write_config, write_csv
+from conftest import REPO, write_config
 
 
 def synthetic_config(name: str, task: str, **extra) -> dict:

@@ -82,7 +82,7 @@ def test_same_seed_gives_identical_weights_and_metrics(invoke, multiclass_config
     a = torch.load(tmp_path / "a" / "best.pt", weights_only=True)["model_state"]
     b = torch.load(tmp_path / "b" / "best.pt", weights_only=True)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    third = train_json(invoke, multiclass_config, "output_dir=" + str(tmp_path / "c"), "train.seed=1")
+    train_json(invoke, multiclass_config, "output_dir=" + str(tmp_path / "c"), "train.seed=1")
     c = torch.load(tmp_path / "c" / "best.pt", weights_only=True)["model_state"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
 

@@ -18,7 +18,7 @@ import torch
 
 from mlp_cli import checkpoint, files
 from mlp_cli.config import load_config
-from mlp_cli.errors import CheckpointError, RunError, TrainingDiverged, TrainingInterrupted
+from mlp_cli.errors import RunError, TrainingDiverged, TrainingInterrupted
 from mlp_cli.train import Callback, StopFlag, Trainer
 
 from conftest import REPO, write_config, write_csv

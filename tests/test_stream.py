@@ -50,7 +50,7 @@ def expected_rows(n: int, config, role: str) -> list[int]:
 def streamed_ids(split, seed, batch, world) -> list[int]:
     counts, batches = split.epoch(seed, batch, world)
     ids = []
-    for (x, _), count in zip(batches, counts):
+    for x, _ in batches:
         ids.extend(x[:, 0].long().tolist())
     return ids
 
