@@ -275,14 +275,15 @@ def predict(
     """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class."""
     from mlp_cli.evaluate import predictions_csv
 
-    text = predictions_csv(checkpoint, data, device)
+    data_bytes = predictions_csv(checkpoint, data, device)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(data_bytes) if hasattr(sys.stdout, "buffer") else sys.stdout.write(data_bytes.decode())
         return
-    from mlp_cli.files import write_text
+    from mlp_cli.files import write_atomic
 
-    write_text(output, text)
-    err.print(f"wrote {text.count(chr(10)) - 1} predictions to {output}", highlight=False)
+    write_atomic(output, lambda handle: handle.write(data_bytes))
+    lines = data_bytes.count(b"\n") - 1
+    err.print(f"wrote {lines:,} predictions to {output}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- course tools

@@ -24,10 +24,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_threads(n_params: int) -> int:
-    """Threads for CPU training. The matrices of a tabular MLP are small, and OpenMP's hand-offs cost more than
-    they save: one thread was 2x faster than two on an idle 2-core machine, and up to 85x faster when another
-    process competed for the cores (benchmarks/bench.py measures it)."""
-    return 1
+    """Threads for CPU training (benchmarks/bench.py, "levers", measures the trade-off).
+
+    A tabular MLP's matrices are small, and OpenMP's hand-offs cost more than they save: on 2 cores, one thread
+    was as fast as two up to 128-wide layers and 20-33 % slower only at 256-wide ones, while two threads became
+    5-25x slower as soon as another process used a core. So: one thread for small nets or small machines, and
+    half the cores (at most 8) for large nets on large machines.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_params < 50_000 or cores <= 2:
+        return 1
+    return min(cores // 2, 8)
 
 
 def available_bytes(device: torch.device) -> int | None:

@@ -82,7 +82,7 @@ def test_split(config: Config, prep: Preprocessor) -> Split:
 
 @torch.inference_mode()
 def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
-    """(column names, rows) of predictions for every row of the file, in input order."""
+    """A pyarrow Table of predictions with one row per input row, in input order (null where a row was dropped)."""
     _, config, model, prep = load_checkpoint_model(path, device)
     frame = load_for_model(prep, Path(data_path), target_required=False)
     x = torch.from_numpy(prep.inputs(frame))
@@ -92,42 +92,50 @@ def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
         for start in range(0, len(x), EVAL_BATCH):
             outputs.append(model_outputs(model, x[start : start + EVAL_BATCH].to(target_device), config.task).float().cpu())
     out = torch.cat(outputs) if outputs else torch.empty(0)
-    return format_predictions(config.task, prep, out, frame.rows) + (frame.n_source,)
+    return prediction_table(config.task, prep, out, frame.rows, frame.n_source)
 
 
-def format_predictions(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.ndarray):
-    """Columns `prediction` (user labels or target units) and, for classification, `prob_<label>` per class."""
+def prediction_table(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.ndarray, n_source: int):
+    """Column `prediction` (user labels or target units) and, for classification, `prob_<label>` per class: the
+    soft label, whose argmax is the hard one."""
+    import pyarrow as pa
+
+    present = np.zeros(n_source, dtype=bool)
+    present[rows] = True
+
+    def column(values: np.ndarray):
+        full = np.zeros(n_source, dtype=values.dtype) if values.dtype != object else np.full(n_source, "", dtype=object)
+        full[rows] = values
+        return pa.array(full, mask=~present)
+
     if task == "regression":
-        values = prep.unscale_target(out.double()).numpy()
-        return ["prediction"], [[float(v)] for v in values], rows
+        return pa.table({"prediction": column(prep.unscale_target(out.double()).numpy())})
     if task == "binary":
         p1 = torch.sigmoid(out.double())
         probs = torch.stack([1 - p1, p1], dim=1)
     else:
         probs = torch.softmax(out.double(), dim=1)
-    hard = probs.argmax(dim=1).tolist()
-    labels = prep.labels
-    columns = ["prediction"] + [f"prob_{label_text(label)}" for label in labels]
-    table = [[labels[h], *p] for h, p in zip(hard, probs.tolist())]
-    return columns, table, rows
+    names = np.array([label_text(label) for label in prep.labels], dtype=object)
+    table = {"prediction": column(names[probs.argmax(dim=1).numpy()])}
+    # Six decimals is finer than any model here is sure of, and keeps the file readable.
+    rounded = np.round(probs.numpy(), 6)
+    for j, name in enumerate(names):
+        table[f"prob_{name}"] = column(rounded[:, j])
+    return pa.table(table)
 
 
-def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu") -> str:
-    """Predictions as CSV text, one line per input row in input order; rows dropped for missing values stay blank."""
-    columns, table, rows, n_source = predict(path, data_path, device)
-    lines = [",".join(_csv_cell(c) for c in columns)]
-    blank = "," * (len(columns) - 1)
-    by_row = dict(zip(rows.tolist(), table))
-    for row in range(n_source):
-        values = by_row.get(row)
-        lines.append(blank if values is None else ",".join(_csv_cell(v) for v in values))
-    return "\n".join(lines) + "\n"
+def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu") -> bytes:
+    """Predictions as CSV bytes, one line per input row in input order; rows dropped for missing values stay blank."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = predict(path, data_path, device)
+    sink = pa.BufferOutputStream()
+    # pyarrow quotes every header name; write the header as a person would, and let pyarrow write the rows.
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    header = ",".join(_csv_name(name) for name in table.column_names) + "\n"
+    return header.encode() + sink.getvalue().to_pybytes()
 
 
-def _csv_cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = label_text(value)
-    if any(ch in text for ch in ',"\n'):
-        text = '"' + text.replace('"', '""') + '"'
-    return text
+def _csv_name(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mlp_cli import checkpoint, params
-from mlp_cli.components import loss_function, optimizer as make_optimizer, scheduler as make_scheduler
+from mlp_cli.components import fast_step, loss_function, optimizer as make_optimizer, scheduler as make_scheduler
 from mlp_cli.config import Config, dump_yaml, flatten
 from mlp_cli.data import Dataset, Split, load_dataset
 from mlp_cli.distributed import World, epoch_plan, local_positions
@@ -387,7 +387,9 @@ class Trainer:
         losses = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
         if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
             losses.copy_(self.state.partial_losses.to(self.device))
-        net, loss_fn, opt, task = self.net, self.loss_fn, self.optimizer, self.config.task
+        net, loss_fn, task = self.net, self.loss_fn, self.config.task
+        # The direct kernel call needs the optimizer's state, which its own first step creates.
+        optimizer_step = fast_step(self.optimizer) if self.optimizer.state else None
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         scale = [world.size / count for count in counts]
@@ -401,11 +403,16 @@ class Trainer:
             with cast:
                 out = model_outputs(net, xb, task)
             loss_sum = loss_fn(out.float(), yb)
-            opt.zero_grad(set_to_none=True)
+            for p in parameters:  # zero_grad(set_to_none=True) without the Optimizer's bookkeeping
+                p.grad = None
             (loss_sum * scale[step]).backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
-            opt.step()
+            if optimizer_step is None:
+                self.optimizer.step()
+                optimizer_step = fast_step(self.optimizer)
+            else:
+                optimizer_step()
             losses[step] = loss_sum.detach()
             # Under torchrun every rank must stop at the same step, or the others would wait forever in all-reduce.
             if (world.agree(bool(self.stop)) if distributed else self.stop):
