@@ -29,7 +29,7 @@ from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInter
 from mlp_cli.evaluate import autocast, evaluate_split, model_outputs
 from mlp_cli.files import remove_stale_temps, write_text
 from mlp_cli.metrics import MAIN_METRIC
-from mlp_cli.model import build_model, widths
+from mlp_cli.model import build_model, forward_chain, widths
 
 RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "diagnostics.csv")
 PROGRESS_EVERY_S = 0.1
@@ -387,13 +387,14 @@ class Trainer:
         losses = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
         if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
             losses.copy_(self.state.partial_losses.to(self.device))
-        net, loss_fn, task = self.net, self.loss_fn, self.config.task
+        loss_fn, task = self.loss_fn, self.config.task
+        net = forward_chain(self.model) if self.net is self.model else self.net
         # The direct kernel call needs the optimizer's state, which its own first step creates.
         optimizer_step = fast_step(self.optimizer) if self.optimizer.state else None
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         scale = [world.size / count for count in counts]
-        net.train()
+        self.net.train()
         distributed = world.size > 1
         cast = autocast(self.device, tcfg.precision)
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
@@ -652,7 +653,7 @@ def seed_everything(seed: int) -> None:
 
 def fused_available(device: torch.device) -> bool:
     """torch has fused (single-kernel) Adam/AdamW/SGD for CUDA, and for CPU since 2.4."""
-    if os.environ.get("MLP_NO_FUSED"):
+    if os.environ.get("MLP_NO_FUSED"):  # benchmarks/bench.py measures this lever by turning it off
         return False
     return device.type in ("cuda", "cpu")
 
