@@ -173,9 +173,10 @@ def _fast_step_matches_torch() -> bool:
 
     try:
         for cls in (torch.optim.Adam, torch.optim.AdamW):
+            # A private generator: the check must not move the global RNG that dropout draws from.
             generator = torch.Generator().manual_seed(0)
             start = [torch.randn(4, 3, generator=generator), torch.randn(4, generator=generator)]
-            grads = [[torch.randn_like(t) for t in start] for _ in range(3)]
+            grads = [[torch.randn(t.shape, generator=generator) for t in start] for _ in range(3)]
             results = []
             for fast in (False, True):
                 params = [t.clone().requires_grad_() for t in start]

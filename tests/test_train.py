@@ -87,3 +87,10 @@ def test_one_epoch_equals_a_hand_written_loop(multiclass_config):
             opt.step()
     for ours, theirs in zip(trainer.model.parameters(), model.parameters()):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_step_self_check_leaves_the_global_rng_alone(monkeypatch):
+    monkeypatch.setattr(components, "_FAST_STEP_OK", None)
+    before = torch.get_rng_state()
+    assert components._fast_step_matches_torch()
+    assert torch.equal(before, torch.get_rng_state())
