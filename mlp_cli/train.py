@@ -384,29 +384,40 @@ class Trainer:
         else:  # streamed from disk: the epoch's shuffle is seeded from the same generator
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
             counts, batches = train.epoch(seed, batch, world, skip=self.state.step)
-        losses = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
+        first = self.state.step
+        earlier = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
         if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
-            losses.copy_(self.state.partial_losses.to(self.device))
+            earlier.copy_(self.state.partial_losses.to(self.device))
+        step_losses: list[torch.Tensor] = []  # this epoch's loss sums, left on the device until read
+
+        def losses() -> torch.Tensor:
+            """Per-step loss sums so far (one stack, read a few times a second at most)."""
+            if not step_losses:
+                return earlier
+            return torch.cat([earlier[:first], torch.stack(step_losses), earlier[first + len(step_losses) :]])
+
         loss_fn, task = self.loss_fn, self.config.task
         net = forward_chain(self.model) if self.net is self.model else self.net
         # The direct kernel call needs the optimizer's state, which its own first step creates.
         optimizer_step = fast_step(self.optimizer) if self.optimizer.state else None
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        scale = [world.size / count for count in counts]
+        # The loss is a sum; seeding backward with world/count turns its gradient into the global batch mean
+        # without a multiplication in the graph. A batch size has at most two values per epoch.
+        seeds = {count: torch.tensor(world.size / count, device=self.device) for count in set(counts)}
         self.net.train()
         distributed = world.size > 1
         cast = autocast(self.device, tcfg.precision)
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
         next_save = self._next_save
         epoch_started = time.perf_counter()
-        for step, (xb, yb) in zip(range(self.state.step, len(counts)), batches):
+        for step, (xb, yb) in zip(range(first, len(counts)), batches):
             with cast:
                 out = model_outputs(net, xb, task)
             loss_sum = loss_fn(out.float(), yb)
             for p in parameters:  # zero_grad(set_to_none=True) without the Optimizer's bookkeeping
                 p.grad = None
-            (loss_sum * scale[step]).backward()
+            loss_sum.backward(seeds[counts[step]])
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
             if optimizer_step is None:
@@ -414,14 +425,14 @@ class Trainer:
                 optimizer_step = fast_step(self.optimizer)
             else:
                 optimizer_step()
-            losses[step] = loss_sum.detach()
+            step_losses.append(loss_sum.detach())
             # Under torchrun every rank must stop at the same step, or the others would wait forever in all-reduce.
             if (world.agree(bool(self.stop)) if distributed else self.stop):
-                self._interrupt(epoch, step + 1, losses)
+                self._interrupt(epoch, step + 1, losses())
             now = time.perf_counter()
             if now >= next_tick:
                 next_tick = now + PROGRESS_EVERY_S
-                done = losses[: step + 1]
+                done = losses()[: step + 1]
                 running = done.sum().item()
                 if not distributed and not math.isfinite(running):
                     self._diverged(epoch, done)
@@ -431,16 +442,17 @@ class Trainer:
                 # at epoch ends and on a signal, where all ranks agree on the state.
                 if not distributed and now >= next_save and step + 1 < len(counts):
                     self.state.step = step + 1
-                    self.state.partial_losses = losses.cpu()
+                    self.state.partial_losses = losses().cpu()
                     self._save_last(started)
                     next_save = time.perf_counter() + tcfg.checkpoint_interval
         self._next_save = next_save
         self.state.step = 0
         self.state.partial_losses = None
-        total = world.all_reduce(losses.double().sum().reshape(1))
+        every = losses()
+        total = world.all_reduce(every.double().sum().reshape(1))
         mean = total.item() / n
         if not math.isfinite(mean):
-            self._diverged(epoch, losses)
+            self._diverged(epoch, every)
         return mean
 
     def _diverged(self, epoch: int, losses: torch.Tensor) -> None:
