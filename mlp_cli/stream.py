@@ -66,6 +66,7 @@ class ParquetSource:
         self.roles_from_hash = roles_from_hash  # False for a test file: every row is a test row
         self.units: list[Unit] = []
         self.names: list[str] = []
+        self._handles: dict = {}
         offset = 0
         for file in _files(path):
             try:
@@ -90,7 +91,10 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         columns = features + ([target] if target else [])
-        table = pq.ParquetFile(unit.path).read_row_group(unit.row_group, columns=columns)
+        handle = self._handles.get(unit.path)
+        if handle is None:  # parsing a file's footer once, not once per row group and epoch
+            handle = self._handles[unit.path] = pq.ParquetFile(unit.path)
+        table = handle.read_row_group(unit.row_group, columns=columns)
         numeric = _numeric_matrix(table, features, unit.path, "parquet")
         target_values = _target_column(table, target) if target else None
         return Frame(unit.path, "parquet", numeric, features, {}, target_values, np.arange(unit.rows))
@@ -234,10 +238,26 @@ class StreamSplit:
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
         return xb, yb
 
+    def _read_ahead(self, units: list[Unit]):
+        """(x, y) of each unit in order, the next one decoded on a second thread while this one is used.
+
+        pyarrow releases the GIL while it decodes, so reading overlaps training; memory grows by one row group.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not units:
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlp-read") as pool:
+            pending = pool.submit(self._arrays, units[0])
+            for following in units[1:]:
+                ready = pending.result()
+                pending = pool.submit(self._arrays, following)
+                yield ready
+            yield pending.result()
+
     def batches(self, size: int):
         """In order, for evaluation."""
-        for unit in self.units:
-            x, y = self._arrays(unit)
+        for x, y in self._read_ahead(self.units):
             for start in range(0, len(x), size):
                 yield self._tensors(x[start : start + size], y[start : start + size])
 
@@ -287,8 +307,7 @@ class StreamSplit:
             held_x, held_y, held = [x[rest]], [y[rest]], len(rest)
             return [(out_x[i : i + local], out_y[i : i + local]) for i in range(0, ready, local)]
 
-        for unit in units:
-            x, y = self._arrays(unit)
+        for x, y in self._read_ahead(units):
             held_x.append(x)
             held_y.append(y)
             held += len(x)
