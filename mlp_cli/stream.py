@@ -212,10 +212,10 @@ class StreamSplit:
         self.shuffle_buffer = shuffle_buffer
         self.device = device
         self.units = units if units is not None else [u for u in source.units if u.counts.get(role)]
-        self.rows = np.arange(sum(u.counts[role] for u in self.units))  # positions only; the data stays on disk
+        self.n_rows = sum(u.counts[role] for u in self.units)  # a count only: nothing per row is held
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.n_rows
 
     def to(self, device) -> "StreamSplit":
         return StreamSplit(self.source, self.role, self.prep, self.shuffle_buffer, device, self.units)

@@ -385,16 +385,20 @@ class Trainer:
             seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
             counts, batches = train.epoch(seed, batch, world, skip=self.state.step)
         first = self.state.step
-        earlier = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
+        step_losses = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
         if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
-            earlier.copy_(self.state.partial_losses.to(self.device))
-        step_losses: list[torch.Tensor] = []  # this epoch's loss sums, left on the device until read
+            step_losses.copy_(self.state.partial_losses.to(self.device))
+        # Each step's loss sum stays on the device: appended to a short list (cheaper than writing into a
+        # tensor every step) and moved into step_losses whenever losses are read, a few times a second.
+        pending: list[torch.Tensor] = []
+        flushed = [first]
 
         def losses() -> torch.Tensor:
-            """Per-step loss sums so far (one stack, read a few times a second at most)."""
-            if not step_losses:
-                return earlier
-            return torch.cat([earlier[:first], torch.stack(step_losses), earlier[first + len(step_losses) :]])
+            if pending:
+                step_losses[flushed[0] : flushed[0] + len(pending)] = torch.stack(pending)
+                flushed[0] += len(pending)
+                pending.clear()
+            return step_losses
 
         loss_fn, task = self.loss_fn, self.config.task
         net = forward_chain(self.model) if self.net is self.model else self.net
@@ -425,7 +429,7 @@ class Trainer:
                 optimizer_step = fast_step(self.optimizer)
             else:
                 optimizer_step()
-            step_losses.append(loss_sum.detach())
+            pending.append(loss_sum.detach())
             # Under torchrun every rank must stop at the same step, or the others would wait forever in all-reduce.
             if (world.agree(bool(self.stop)) if distributed else self.stop):
                 self._interrupt(epoch, step + 1, losses())
