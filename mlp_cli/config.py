@@ -34,7 +34,7 @@ class SyntheticConfig(_Section):
     )
     n: int = Field(1000, ge=10, le=10_000_000, description="rows to generate, before the test split")
     noise: float = Field(0.1, ge=0, description="standard deviation of the Gaussian noise added")
-    seed: int = Field(0, description="seed of the generator (the split still follows train.seed)")
+    seed: int = Field(0, ge=0, description="seed of the generator (the split still follows train.seed)")
 
 
 class DataConfig(_Section):
@@ -99,7 +99,7 @@ class TrainConfig(_Section):
     early_stopping: int = Field(
         10, ge=0, description="patience in epochs on validation loss (best weights restored); 0 turns it off"
     )
-    seed: int = Field(0, description="seeds splits, initialization, shuffling and dropout")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds splits, initialization, shuffling and dropout")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 uses autocast on CUDA")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default chosen for the model's size")

@@ -64,6 +64,8 @@ def header(path: Path) -> list[str]:
         return list(reader.schema.names)
     except pa.ArrowInvalid as exc:
         raise _csv_error(path, exc) from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
 
 
 def read_table(path: Path, columns: list[str] | None = None, float_columns: list[str] = ()):
@@ -106,6 +108,8 @@ def read_table(path: Path, columns: list[str] | None = None, float_columns: list
                 # A number column holds text somewhere: read it with type inference to name the value and row.
                 return read_table(path, columns)
             raise _csv_error(path, exc) from None
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows (only a header); the table needs at least one row")
     return table
@@ -120,6 +124,8 @@ def _parse_options(path: Path):
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise DataError(f"data file not found: {path}")
+    if path.is_dir() and file_kind(path) == "csv":
+        raise DataError(f"{path} is a folder, not a CSV file")
 
 
 def _csv_error(path: Path, exc: Exception) -> DataError:
