@@ -27,7 +27,7 @@ def versions() -> dict:
     return {"mlp": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
-def payload(config: Config, model: torch.nn.Module, prep: Preprocessor, **extra) -> dict:
+def payload(config: Config, model_state: dict, prep: Preprocessor, **extra) -> dict:
     """The dict a checkpoint holds; `extra` adds metrics, epoch and (for last.pt) the training state."""
     return {
         "format": FORMAT,
@@ -37,7 +37,7 @@ def payload(config: Config, model: torch.nn.Module, prep: Preprocessor, **extra)
         "n_outputs": prep.n_outputs,
         "feature_names": prep.feature_names,
         "preprocessor": prep.to_dict(),
-        "model_state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_state": {k: v.detach().cpu().clone() for k, v in model_state.items()},
         "versions": versions(),
         **extra,
     }

@@ -533,9 +533,7 @@ class Trainer:
     # -- files
 
     def _payload(self, model_state: dict, epoch: int, metrics: dict, kind: str, **extra) -> dict:
-        data = checkpoint.payload(self.config, self.model, self.data.prep, kind=kind, epoch=epoch, metrics=metrics, **extra)
-        data["model_state"] = {k: v.detach().cpu().clone() for k, v in model_state.items()}
-        return data
+        return checkpoint.payload(self.config, model_state, self.data.prep, kind=kind, epoch=epoch, metrics=metrics, **extra)
 
     def _save_last(self, started: float) -> None:
         if not self.world.is_main:
