@@ -540,7 +540,7 @@ class Bench:
                                       (self.big, s.big_reps, 1, secs)):
             workers = {"sklearn": SklearnWorker(w), "sklearn-matched": SklearnWorker(w, blas_threads=w.threads)}
             variants = {"mlp": self_timed(w.mlp_epoch, block)}
-            variants.update({name: (lambda wk=wk: wk.epochs(block)) for name, wk in workers.items()})
+            variants.update({name: (lambda wk=wk, block=block: wk.epochs(block)) for name, wk in workers.items()})
             try:
                 times = self.compare(w, variants, rounds, warmup=1, settle=SklearnWorker.SETTLE_S)
             finally:
@@ -597,7 +597,7 @@ class Bench:
                 sys.executable, "-c", "import torch; torch.optim.Adam([torch.zeros(1, requires_grad=True)])"],
         }
         runs: dict[str, list[float]] = {name: [] for name in commands}
-        for name, cmd in commands.items():  # warm the page cache once
+        for cmd in commands.values():  # warm the page cache once
             run_process(cmd)
         for rep in range(self.scale.cli_reps):
             for name, cmd in commands.items():

@@ -317,7 +317,9 @@ def sweep_command(
 
     result = sweep(config, key, values, list(override or []), overwrite=overwrite, callback_factory=announce, on_row=on_row)
     if json_out:
-        sys.stdout.write(json.dumps([asdict(r) for r in result.rows], indent=2) + "\n")
+        from mlp_cli.train import json_safe
+
+        sys.stdout.write(json.dumps(json_safe([asdict(r) for r in result.rows]), indent=2) + "\n")
     elif not quiet:
         out.print(sweep_row_table(result))
         err.print(f"wrote {result.folder / 'sweep.csv'}" + (f" and {result.plot}" if result.plot else " (pip install 'mlp-cli[plot]' for sweep.png)"), highlight=False)

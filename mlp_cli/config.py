@@ -56,7 +56,9 @@ class DataConfig(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for testing when test is absent")
     standardize: bool = Field(True, description="scale numeric features to mean 0, std 1 with training-split statistics")
     standardize_target: bool = Field(
-        False, description="regression only: learn a standardized target; every output is reported in target units"
+        False,
+        description="regression only: learn a standardized target; predictions and mse/rmse/mae/r2 are in target units, "
+        "loss is the training objective on the standardized target",
     )
     synthetic: Optional[SyntheticConfig] = Field(None, description="generated teaching data instead of files")
     streaming: bool = Field(
@@ -358,6 +360,11 @@ def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
             problems.append(f"{where}: data.target is required: the column to predict")
         if synthetic is not None and data.get("train"):
             problems.append(f"{where}: give data.train or data.synthetic, not both")
+        model, train = raw.get("model"), raw.get("train")
+        batch = train.get("batch_size") if isinstance(train, dict) else None
+        if isinstance(model, dict) and model.get("batch_norm") is True and isinstance(batch, int) and 0 < batch < 2:
+            problems.append(f"{located.find(('train', 'batch_size'))}: model.batch_norm needs train.batch_size >= 2 "
+                            "(a batch of one row has no variance to normalize by)")
         if data.get("standardize_target") is True and task in ("binary", "multiclass"):
             problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
     return problems

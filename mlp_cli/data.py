@@ -142,10 +142,10 @@ class Preprocessor:
         if frame.target is None:
             raise DataError(f"{frame.origin}: target column {self.target!r} not found")
         if self.task == "regression":
-            y = frame.target.astype(np.float32)
-            if self.target_mean is not None:
-                y = (y - np.float32(self.target_mean)) / np.float32(self.target_scale)
-            return y
+            if self.target_mean is None:
+                return frame.target.astype(np.float32)
+            # Centre in float64 first: a target like 1e6 ± 0.05 would lose its variation in float32.
+            return ((frame.target.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
         codes = self._numeric_codes(frame.target)
         if codes is None:
             values = _label_values(frame.target, frame.origin, self.target)
@@ -343,11 +343,17 @@ def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int,
         k = min(max(int(round(n * fraction)), 1), n - 1)
         return np.sort(order[k:]), np.sort(order[:k])
     held = []
+    largest = None
     for value in np.unique(strata):
         members = np.flatnonzero(strata == value)
         rng.shuffle(members)
         k = min(int(round(len(members) * fraction)), len(members) - 1)
         held.append(members[:k])
+        if largest is None or len(members) > len(largest):
+            largest = members
+    if not sum(len(h) for h in held) and len(largest) > 1:
+        # Per-class rounding gave nothing; a split that was asked for gets at least one row.
+        held.append(largest[:1])
     held_rows = np.sort(np.concatenate(held))
     kept = np.setdiff1d(np.arange(n), held_rows, assume_unique=True)
     return kept, held_rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -11,14 +12,16 @@ from mlp_cli.errors import RunError
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; asking for a GPU that is not there is a clear error."""
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", name):
+        raise RunError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RunError(f"train.device is {name}, but this torch sees no CUDA GPU (torch {torch.__version__}); use device: cpu or auto")
+            raise RunError(f"device {name} was asked for, but this torch sees no CUDA GPU (torch {torch.__version__}); use cpu or auto")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise RunError(f"train.device is {name}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise RunError(f"device {name} was asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
         return torch.device("cuda", index)
     return torch.device(name)
 

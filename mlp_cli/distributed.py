@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -30,13 +27,13 @@ class World:
             dist.all_reduce(tensor)
         return tensor
 
-    def agree(self, flag: bool) -> bool:
-        """True on every rank if it is true on any."""
+    def agree(self, flag: bool, device=None) -> bool:
+        """True on every rank if it is true on any (`device`: where the backend wants tensors, the GPU for NCCL)."""
         if self.size == 1:
             return flag
         import torch.distributed as dist
 
-        vote = torch.tensor([1 if flag else 0])
+        vote = torch.tensor([1 if flag else 0], device=device)
         dist.all_reduce(vote, op=dist.ReduceOp.MAX)
         return bool(vote.item())
 
@@ -61,24 +58,32 @@ def shard_bounds(count: int, world: World) -> tuple[int, int]:
     return lo, lo + base + (1 if world.rank < extra else 0)
 
 
-def epoch_plan(n: int, batch_size: int, world: World) -> list[tuple[int, int, int]]:
+def global_batches(n: int, batch_size: int, min_rows: int = 1) -> list[tuple[int, int]]:
+    """(start, rows) of each global batch; a last batch smaller than `min_rows` joins the one before it
+    (BatchNorm cannot normalize a single row, so with batch_norm every rank's share needs two)."""
+    batches = [(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
+    if len(batches) > 1 and batches[-1][1] < min_rows:
+        (start, rows), (_, tail) = batches[-2], batches.pop()
+        batches[-1] = (start, rows + tail)
+    return batches
+
+
+def epoch_plan(n: int, batch_size: int, world: World, min_rows: int = 1) -> list[tuple[int, int, int]]:
     """Per step: (global rows in the batch, start, end) of this rank's rows in its gathered epoch slice."""
     plan, offset = [], 0
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
+    for _, count in global_batches(n, batch_size, min_rows):
         lo, hi = shard_bounds(count, world)
         plan.append((count, offset, offset + hi - lo))
         offset += hi - lo
     return plan
 
 
-def local_positions(n: int, batch_size: int, world: World) -> torch.Tensor | None:
+def local_positions(n: int, batch_size: int, world: World, min_rows: int = 1) -> torch.Tensor | None:
     """Positions in the epoch permutation that this rank trains on, in step order; None means all of them."""
     if world.size == 1:
         return None
     parts = []
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
+    for start, count in global_batches(n, batch_size, min_rows):
         lo, hi = shard_bounds(count, world)
         parts.append(torch.arange(start + lo, start + hi))
     return torch.cat(parts)
@@ -105,7 +110,17 @@ def world_from_env(config) -> World:
 
 
 def launch(argv: list[str], nproc: int) -> int:
-    """Re-run this command under torchrun's own launcher with `nproc` processes; returns its exit code."""
+    """Re-run this command under torchrun's own launcher with `nproc` processes; returns the job's exit code.
+
+    torchrun is driven in-process (its `run`, not its `main`), so a worker's failure comes back as its exit code
+    after the worker's own one-line message, instead of torchrun's report of the failure with a traceback.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     args = []
     skip = False
     for arg in argv:
@@ -118,16 +133,15 @@ def launch(argv: list[str], nproc: int) -> int:
         if arg.startswith("--nproc="):
             continue
         args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "mlp_cli", *args]
-    child = subprocess.Popen(command)
-    # Ctrl-C reaches the whole process group, torchrun and its workers included; the workers save last.pt and
-    # exit, torchrun reports, and this process only waits and forwards SIGTERM (which does not reach the group).
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signal.SIGTERM)),
-    }
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # torchrun sets one OpenMP thread per worker and prints a banner saying so; setting it ourselves keeps the
+    # same choice without the banner (each worker then picks its torch threads as a single process would).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        return child.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "mlp_cli", *args]))
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        return failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode  # killed by signal -N
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    return 0

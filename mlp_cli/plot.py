@@ -27,6 +27,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    """PNG written atomically like every other file mlp writes; a failure is a clear error."""
+    from mlp_cli.files import write_atomic
+
+    try:
+        write_atomic(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
 def _read_csv(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -43,7 +53,10 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     if not (run_dir / "metrics.csv").exists():
         raise MLPError(f"{run_dir} is not a run directory (no metrics.csv); pass the output_dir of mlp train")
     out_dir = Path(out_dir or run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MLPError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     written = [_curves(plt, run_dir, out_dir)]
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
     metrics = (summary or {}).get("test") or (summary or {}).get("val")
@@ -79,8 +92,7 @@ def _curves(plt, run_dir: Path, out_dir: Path) -> Path:
         ax.set_title(metric_column.replace("val_", "validation "))
     fig.tight_layout()
     path = out_dir / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -102,8 +114,7 @@ def _confusion(plt, metrics: dict, out_dir: Path) -> Path:
     ax.set_title(f"confusion matrix (accuracy {metrics['accuracy']:.3f})")
     fig.tight_layout()
     path = out_dir / "confusion.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -158,8 +169,7 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = out_dir / name
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -185,8 +195,7 @@ def _health(plt, run_dir: Path, out_dir: Path) -> Path:
     ax.legend()
     fig.tight_layout()
     path = out_dir / "gradients.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path
 
 
@@ -207,6 +216,5 @@ def sweep_plot(result) -> Path:
     ax.legend()
     fig.tight_layout()
     path = result.folder / "sweep.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
     return path

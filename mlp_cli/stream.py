@@ -66,13 +66,14 @@ class ParquetSource:
         self.roles_from_hash = roles_from_hash  # False for a test file: every row is a test row
         self.units: list[Unit] = []
         self.names: list[str] = []
-        self._handles: dict = {}
+        self._metadata: dict = {}
         offset = 0
         for file in _files(path):
             try:
-                meta = pq.ParquetFile(str(file)).metadata
+                meta = pq.read_metadata(str(file))
             except Exception as exc:  # pyarrow raises several types for a damaged file
                 raise DataError(f"{file}: not a readable Parquet file: {exc}") from None
+            self._metadata[str(file)] = meta
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
             if not self.names:
                 self.names = names
@@ -91,10 +92,13 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         columns = features + ([target] if target else [])
-        handle = self._handles.get(unit.path)
-        if handle is None:  # parsing a file's footer once, not once per row group and epoch
-            handle = self._handles[unit.path] = pq.ParquetFile(unit.path)
-        table = handle.read_row_group(unit.row_group, columns=columns)
+        # The footer is parsed once per file and kept; the file itself is opened per read, so a folder of
+        # thousands of shards never holds thousands of descriptors.
+        handle = pq.ParquetFile(unit.path, metadata=self._metadata[unit.path])
+        try:
+            table = handle.read_row_group(unit.row_group, columns=columns)
+        finally:
+            handle.close()
         numeric = _numeric_matrix(table, features, unit.path, "parquet")
         target_values = _target_column(table, target) if target else None
         return Frame(unit.path, "parquet", numeric, features, {}, target_values, np.arange(unit.rows))
@@ -136,6 +140,11 @@ def _usable(frame: Frame, policy: str) -> np.ndarray:
 def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetSource | None]:
     """One pass over the data: label set, training-split means and scales, and row counts per role and unit."""
     data, task = config.data, config.task
+    if config.model.batch_norm:
+        raise DataError(
+            "model.batch_norm is not supported with data.streaming yet (a streamed epoch can end on a one-row batch); "
+            "turn one of them off"
+        )
     if data.categorical:
         raise DataError("data.categorical is not supported with data.streaming yet; encode the columns in the Parquet file")
     source = ParquetSource(Path(data.train), config, roles_from_hash=True)

@@ -33,6 +33,7 @@ from mlp_cli.model import build_model, forward_chain, widths
 
 RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "diagnostics.csv")
 PROGRESS_EVERY_S = 0.1
+VOTE_EVERY = 16  # steps between the ranks' stop votes under torchrun
 
 
 # ---------------------------------------------------------------------------------------------- reports
@@ -234,11 +235,6 @@ class Trainer:
         with _SignalHandlers(self.stop):
             started = time.perf_counter()
             total = self._setup()
-            if self.stop:
-                raise TrainingInterrupted(
-                    f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
-                    self.stop.signum,
-                )
             self._started = started
             self._next_save = time.perf_counter() + self.config.train.checkpoint_interval
             self._loop(started)
@@ -249,6 +245,11 @@ class Trainer:
         cfg, tcfg = self.config, self.config.train
         stored = self.check_run_dir()
         device = resolve_device(tcfg.device)
+        if cfg.model.batch_norm and tcfg.batch_size < 2 * self.world.size:
+            raise RunError(
+                f"model.batch_norm needs at least 2 rows per process in every batch: train.batch_size "
+                f"{tcfg.batch_size} over {self.world.size} processes; raise it to {2 * self.world.size} or more"
+            )
         if device.type == "cuda" and self.world.size > 1:
             device = torch.device("cuda", self.world.local_rank)  # torchrun: one GPU per process on this node
         if tcfg.precision == "bf16" and device.type != "cuda":
@@ -263,8 +264,8 @@ class Trainer:
             torch.set_num_threads(threads)
         if data.val is None and tcfg.early_stopping:
             warnings.warn(
-                "data.val_fraction is 0: there is no validation split, so early stopping is off and the last epoch's "
-                "weights are kept",
+                "there are no validation rows (data.val_fraction is 0, or rounds to 0 rows for this little data), so "
+                "early stopping is off and the last epoch's weights are kept",
                 MLPWarning,
                 stacklevel=2,
             )
@@ -287,6 +288,11 @@ class Trainer:
         self.data = data.to(device)
         if stored is not None:
             self._restore(stored)
+        if self.stop:  # the last moment at which nothing on disk has changed
+            raise TrainingInterrupted(
+                f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
+                self.stop.signum,
+            )
         if self.world.is_main:
             self._prepare_run_dir(fresh=stored is None)
         self.world.barrier()
@@ -372,8 +378,9 @@ class Trainer:
         self.state.epoch_generator_state = self.generator.get_state()
         if isinstance(train, Split):
             order = torch.randperm(n, generator=self.generator)
-            plan = epoch_plan(n, batch, world)
-            positions = local_positions(n, batch, world)
+            min_rows = 2 * world.size if self.config.model.batch_norm else 1
+            plan = epoch_plan(n, batch, world, min_rows)
+            positions = local_positions(n, batch, world, min_rows)
             if positions is not None:
                 order = order[positions]
             order = order.to(self.device, non_blocking=True)
@@ -430,8 +437,13 @@ class Trainer:
             else:
                 optimizer_step()
             pending.append(loss_sum.detach())
-            # Under torchrun every rank must stop at the same step, or the others would wait forever in all-reduce.
-            if (world.agree(bool(self.stop)) if distributed else self.stop):
+            # Under torchrun every rank must stop at the same step, or the others would wait forever in all-reduce;
+            # they vote every VOTE_EVERY steps (and at the epoch's end), not every step, to spare a sync per step.
+            if distributed:
+                if (step + 1) % VOTE_EVERY == 0 or step + 1 == len(counts):
+                    if world.agree(bool(self.stop), self.device):
+                        self._interrupt(epoch, step + 1, losses())
+            elif self.stop:
                 self._interrupt(epoch, step + 1, losses())
             now = time.perf_counter()
             if now >= next_tick:

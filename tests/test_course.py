@@ -261,3 +261,12 @@ def test_every_shipped_config_trains(invoke, tmp_path, path):
     if path.name in QUALITY:
         metric, floor = QUALITY[path.name]
         assert summary["test"][metric] >= floor, summary["test"][metric]
+
+
+def test_plot_to_an_unusable_folder_is_a_clear_error(invoke, multiclass_config, tmp_path):
+    pytest.importorskip("matplotlib")
+    assert invoke("train", multiclass_config, "--quiet").exit_code == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = invoke("plot", tmp_path / "run", "--out", blocker / "pngs")
+    assert result.exit_code == 2 and "cannot create" in result.stderr

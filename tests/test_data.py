@@ -648,3 +648,31 @@ def test_constant_regression_target_standardizes_without_dividing_by_zero(tmp_pa
     for split in splits(dataset).values():
         np.testing.assert_array_equal(split.y.numpy(), 0.0)
         np.testing.assert_array_equal(dataset.prep.unscale_target(split.y).numpy(), 4.5)
+
+
+def test_tiny_stratified_split_still_holds_out_a_row(tmp_path):
+    from conftest import write_config as _write_config
+    from conftest import write_csv as _write_csv
+
+    from mlp_cli.config import load_config as _load
+    from mlp_cli.data import load_dataset as _dataset
+
+    _write_csv(tmp_path / "tiny.csv", {"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "label": ["p", "p", "p", "q", "q", "q"]})
+    config = _write_config(tmp_path / "tiny.yaml", {"task": "binary", "data": {"train": "tiny.csv", "target": "label", "val_fraction": 0}})
+    data = _dataset(_load(config))
+    assert len(data.test) >= 1 and len(data.train) + len(data.test) == 6
+
+
+def test_standardized_target_keeps_precision_far_from_zero(tmp_path):
+    from conftest import write_config as _write_config
+    from conftest import write_csv as _write_csv
+
+    from mlp_cli.config import load_config as _load
+    from mlp_cli.data import load_dataset as _dataset
+
+    rng = np.random.default_rng(0)
+    y = 1e6 + rng.normal(0, 0.05, 400)
+    _write_csv(tmp_path / "far.csv", {"a": rng.normal(size=400), "y": y})
+    config = _write_config(tmp_path / "far.yaml", {"task": "regression", "data": {"train": "far.csv", "target": "y", "standardize_target": True}})
+    data = _dataset(_load(config))
+    assert len(np.unique(data.train.y.numpy())) > 200  # float32 before centring left only a handful of values

@@ -82,7 +82,7 @@ def test_only_rank_zero_writes(job, tmp_path, monkeypatch):
     # Stand-ins for the collectives: this process plays rank 1 of a job whose rank 0 never runs.
     monkeypatch.setattr(World, "all_reduce", lambda self, tensor: tensor)
     monkeypatch.setattr(World, "barrier", lambda self: None)
-    monkeypatch.setattr(World, "agree", lambda self, flag: flag)
+    monkeypatch.setattr(World, "agree", lambda self, flag, device=None: flag)
     monkeypatch.setattr(Trainer, "_wrap", lambda self, model, device: model)
     summary = Trainer(config, world=other).run()
     assert summary["epochs_run"] == 4
@@ -115,3 +115,25 @@ def test_sigterm_under_torchrun_saves_once_and_resumes(job):
     a = torch.load(run / "best.pt", weights_only=True)["model_state"]
     b = torch.load(folder / "ref" / "best.pt", weights_only=True)["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nproc_failure_is_one_clean_line(job):
+    _, config = job
+    result = mlp("train", config, "--nproc", "2", "--quiet", "train.optimizer=sgd", "train.lr=1e12", "--overwrite")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: the training loss became non-finite")
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(2, 300), batch=st.integers(2, 40), size=st.integers(1, 3))
+def test_batch_norm_plans_never_leave_a_one_row_share(n, batch, size):
+    batch = max(batch, 2 * size)  # smaller batches are refused up front with batch_norm
+    seen = []
+    for rank in range(size):
+        plan = epoch_plan(n, batch, World(size, rank), min_rows=2 * size)
+        positions = local_positions(n, batch, World(size, rank), min_rows=2 * size)
+        seen.extend(range(n) if positions is None else positions.tolist())
+        if n >= 2 * size:
+            assert all(hi - lo >= 2 for _, lo, hi in plan)
+    assert sorted(seen) == list(range(n))

@@ -355,3 +355,29 @@ def test_model_too_big_for_memory_is_refused_up_front(invoke, multiclass_config,
     assert result.exit_code == 2
     assert "needs at least" in result.stderr and "TiB" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_during_setup_changes_nothing(invoke, multiclass_config, tmp_path):
+    assert invoke("train", multiclass_config, "--quiet").exit_code == 0
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    flag = StopFlag()
+    flag.set(signal.SIGINT)
+    config = load_config(multiclass_config)
+    with pytest.raises(TrainingInterrupted, match="nothing was changed"):
+        Trainer(config, overwrite=True, stop=flag).run()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+def test_batch_norm_with_a_one_row_last_batch_trains(invoke, regression_config):
+    from mlp_cli.data import load_dataset
+
+    n = len(load_dataset(load_config(regression_config)).train)
+    batch = next(b for b in range(5, n) if n % b == 1)
+    result = invoke("train", regression_config, "model.batch_norm=true", f"train.batch_size={batch}", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+def test_bad_device_option_is_a_clear_error(invoke, binary_config, tmp_path):
+    assert invoke("train", binary_config, "--quiet").exit_code == 0
+    result = invoke("eval", tmp_path / "run" / "best.pt", "--device", "gpu")
+    assert result.exit_code == 2 and "device 'gpu' is not one of" in result.stderr

@@ -166,3 +166,23 @@ def test_folder_of_shards(tmp_path):
     data = load_dataset(config)
     ids = Counter(streamed_ids(data.train, 0, 64, World()))
     assert sum(ids.values()) == len(data.train) == len(expected_rows(2000, config, "train"))
+
+
+def test_many_shards_do_not_hold_file_descriptors(tmp_path):
+    import os
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(40):
+        make_parquet(folder / f"part-{i:03d}.parquet", 100, seed=i)
+    data = load_dataset(load_config(stream_config(tmp_path, folder)))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in data.train.epoch(0, 64, World())[1]:
+        pass
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_streaming_refuses_batch_norm(tmp_path, invoke):
+    config = stream_config(tmp_path, make_parquet(tmp_path / "d.parquet", 500))
+    result = invoke("train", config, "model.batch_norm=true")
+    assert result.exit_code == 2 and "batch_norm is not supported with data.streaming" in result.stderr
