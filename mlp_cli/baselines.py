@@ -27,8 +27,7 @@ def baselines(config: Config, data: Dataset, device: torch.device) -> dict | Non
 def _metrics(config: Config, data: Dataset, split: Split, outputs: torch.Tensor) -> dict:
     prep = data.prep
     y = split.y.to(outputs.device)
-    acc = Accumulator(config.task, prep.n_outputs if config.task == "multiclass" else 2, outputs.device,
-                      prep.unscale_target if prep.target_mean is not None else None)
+    acc = Accumulator.for_task(config.task, prep, outputs.device)
     acc.update(outputs, y, loss_function(config.loss_name)(outputs, y))
     return acc.result(prep.labels)
 

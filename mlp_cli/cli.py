@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from mlp_cli import __version__
 from mlp_cli.errors import MLPError, MLPWarning, TrainingInterrupted
@@ -78,7 +79,7 @@ def handles_errors(quiet_param: str | None = None):
                 except MLPError as exc:
                     if rank_from_env() != 0:
                         raise typer.Exit(exc.exit_code) from None
-                    err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True) if _safe_markup(str(exc)) else err.print(f"error: {exc}", markup=False, highlight=False)
+                    err.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
                     raise typer.Exit(exc.exit_code) from None
 
         return wrapper
@@ -89,10 +90,6 @@ def handles_errors(quiet_param: str | None = None):
 def rank_from_env() -> int:
     """This process's rank under torchrun (0 when alone), read without importing torch."""
     return int(os.environ.get("RANK", "0") or 0)
-
-
-def _safe_markup(text: str) -> bool:
-    return "[" not in text
 
 
 # ---------------------------------------------------------------------------------------------- params / config / schema

@@ -38,8 +38,7 @@ def evaluate_split(
     """Sums for one split, batch by batch on the model's device; the caller reads `.result()` once."""
     device = next(model.parameters()).device
     loss_fn = loss_fn or loss_function(config.loss_name)
-    unscale = prep.unscale_target if prep.target_mean is not None else None
-    acc = accumulator or Accumulator(config.task, prep.n_outputs if config.task == "multiclass" else 2, device, unscale)
+    acc = accumulator or Accumulator.for_task(config.task, prep, device)
     was_training = model.training
     model.eval()
     with autocast(device, precision):

@@ -29,6 +29,12 @@ class Accumulator:
         else:
             self.confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
 
+    @classmethod
+    def for_task(cls, task: str, prep, device) -> "Accumulator":
+        """Sized for the task's classes, reporting regression errors in the target's units."""
+        unscale = prep.unscale_target if prep.target_mean is not None else None
+        return cls(task, prep.n_outputs if task == "multiclass" else 2, device, unscale)
+
     def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor) -> None:
         self.loss += loss_sum.detach().double()
         if self.task == "regression":

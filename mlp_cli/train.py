@@ -533,8 +533,7 @@ class Trainer:
         from mlp_cli.metrics import Accumulator
 
         prep = self.data.prep
-        acc = Accumulator(self.config.task, prep.n_outputs if self.config.task == "multiclass" else 2, self.device,
-                          prep.unscale_target if prep.target_mean is not None else None)
+        acc = Accumulator.for_task(self.config.task, prep, self.device)
         if self.world.size > 1:
             split = split.shard(self.world)
         evaluate_split(self.model, split, self.config, prep, self.loss_fn, self.config.train.precision, acc)

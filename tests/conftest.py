@@ -11,9 +11,18 @@ import yaml
 from typer.testing import CliRunner
 
 from mlp_cli.cli import app
+from mlp_cli.errors import DataError, MLPError
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("COLUMNS", "200")  # rich wraps tables to the terminal width; keep test output on one line
+
+
+def assert_data_error(info, *parts: str) -> str:
+    assert isinstance(info.value, DataError) and isinstance(info.value, MLPError)
+    message = str(info.value)
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+    return message
 
 
 def write_csv(path: Path, columns: dict) -> Path:

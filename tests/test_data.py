@@ -16,9 +16,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import assert_data_error
 from mlp_cli.config import config_from_dict
 from mlp_cli.data import Preprocessor, load_dataset, load_for_model, split_indices
-from mlp_cli.errors import DataError, MLPError, MLPWarning
+from mlp_cli.errors import DataError, MLPWarning
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
@@ -61,14 +62,6 @@ def regression_file(tmp_path: Path, n: int = 100, seed: int = 0, name="r.csv"):
     y = np.round(10 * x[:, 0] - 3 * x[:, 1] + 50, 3)
     rows = [[*map(float, x[i]), float(y[i])] for i in range(n)]
     return write_csv(tmp_path / name, ["a", "b", "c", "target"], rows), x, y
-
-
-def assert_data_error(info, *parts: str) -> str:
-    assert isinstance(info.value, DataError) and isinstance(info.value, MLPError)
-    message = str(info.value)
-    for part in parts:
-        assert part in message, f"{part!r} not in {message!r}"
-    return message
 
 
 # ---------------------------------------------------------------------------------------------- features

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from conftest import assert_data_error
 from mlp_cli.config import config_from_dict, load_config
 from mlp_cli.data import load_dataset
 from mlp_cli.errors import DataError, MLPError
@@ -158,14 +159,6 @@ def test_yaml_config_resolves_data_paths_against_its_folder(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- bad input
-
-
-def assert_data_error(info, *parts: str) -> str:
-    assert isinstance(info.value, DataError) and isinstance(info.value, MLPError)
-    message = str(info.value)
-    for part in parts:
-        assert part in message, f"{part!r} not in {message!r}"
-    return message
 
 
 def test_missing_file(tmp_path):
