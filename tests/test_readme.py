@@ -6,7 +6,6 @@ import importlib.util
 import re
 
 import pytest
-
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("readme_session", REPO / "docs" / "readme_session.py")
