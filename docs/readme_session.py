@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print("README.md is stale: run python docs/readme_session.py")
         return 1
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    os.replace(tmp, README)
+    from mlp_cli.files import write_text
+
+    write_text(README, updated)  # atomic, with a temporary name of its own: two runs at once cannot mix
     print(f"wrote {README}")
     return 0
 
