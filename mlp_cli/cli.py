@@ -217,6 +217,9 @@ def train(
         from mlp_cli.reporter import RichReporter
 
         reporter = RichReporter(err, final_tables=False)
+    from mlp_cli.tracking import attach
+
+    reporter = attach(resolved, reporter, world.is_main)  # MLflow and TensorBoard trackers, when the config asks
     try:
         summary = run_training(resolved, callback=reporter, overwrite=overwrite, resume=resume, world=world)
     except TrainingInterrupted as exc:
@@ -338,6 +341,21 @@ def plot_command(
 
     for path in plot_run(run_dir, out_dir):
         out.print(str(path), highlight=False)
+
+
+@app.command("track")
+@handles_errors()
+def track_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished run folders written by mlp train.", show_default=False)],
+    mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="Tracking URI; default the run's tracking.mlflow.uri, else sqlite:///<folder beside the run>/mlflow.db.")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="Experiment name; default the run's tracking.mlflow.experiment, else the folder's name.")] = None,
+) -> None:
+    """Upload finished runs to MLflow from their folders alone; uploading a run again updates it, never duplicates it."""
+    from mlp_cli.tracking import upload
+
+    for run_dir in run_dirs:
+        uri, run_id, created = upload(run_dir, mlflow_uri, experiment)
+        err.print(Text(f"{run_dir} → {uri} run {run_id} ({'created' if created else 'updated, already there'})"), highlight=False)
 
 
 def main() -> None:

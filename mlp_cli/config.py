@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlp_cli.components import ACTIVATIONS, DEFAULT_LOSS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from mlp_cli.errors import ConfigError, MLPWarning
@@ -112,6 +112,38 @@ class TrainConfig(_Section):
     )
 
 
+class MlflowConfig(_Section):
+    """Where MLflow tracking logs a run (`mlflow: true` takes these defaults)."""
+
+    uri: Optional[str] = Field(
+        None, min_length=1,
+        description="tracking URI; default sqlite:///<folder holding output_dir>/mlflow.db; relative sqlite: paths "
+        "resolve against the working directory, like output_dir",
+    )
+    experiment: Optional[str] = Field(None, min_length=1, description="experiment name; default the config file's name")
+
+
+class TensorBoardConfig(_Section):
+    """TensorBoard event files in <output_dir>/tensorboard/ (`tensorboard: true` takes these defaults)."""
+
+    histograms: bool = Field(False, description="weight histograms each epoch (slow for big models)")
+
+
+class TrackingConfig(_Section):
+    """Experiment trackers fed during training; the run folder stays the source of truth (pip install 'mlp-cli[track]')."""
+
+    mlflow: Optional[MlflowConfig] = Field(None, description="true, or {uri, experiment}: log to MLflow")
+    tensorboard: Optional[TensorBoardConfig] = Field(None, description="true, or {histograms}: write TensorBoard scalars")
+
+    @field_validator("mlflow", "tensorboard", mode="before")
+    @classmethod
+    def _switch(cls, value):
+        # `true` means "on, with the defaults", `false` the same as leaving the key out.
+        if value is True:
+            return {}
+        return None if value is False else value
+
+
 class Config(_Section):
     """One experiment: task, data, model, loss and training."""
 
@@ -123,6 +155,7 @@ class Config(_Section):
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="the optimization")
     output_dir: Optional[str] = Field(None, min_length=1, description="run directory, relative to the working directory; default runs/<config name>")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and TensorBoard (off by default)")
 
     @property
     def loss_name(self) -> str:
@@ -260,6 +293,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     config = validate(raw, located, str(path))
     if config.output_dir is None:
         config.output_dir = str(Path("runs") / path.stem)
+    if config.tracking.mlflow is not None and config.tracking.mlflow.experiment is None:
+        config.tracking.mlflow.experiment = path.stem
     return config
 
 
