@@ -57,9 +57,9 @@ def _main(
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, MLPWarning):
-        err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+        err.print(Text("warning: ", style="yellow") + Text(str(message)), highlight=False)  # text, never markup
     else:  # a library's own warning: still worth seeing, without the source line
-        err.print(f"[yellow]warning:[/yellow] {category.__name__}: {message}", highlight=False)
+        err.print(Text("warning: ", style="yellow") + Text(f"{category.__name__}: {message}"), highlight=False)
 
 
 def handles_errors(quiet_param: str | None = None):
