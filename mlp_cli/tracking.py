@@ -8,6 +8,7 @@ the source of truth and `mlp track RUN_DIR` can upload it later (`upload`, idemp
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -17,6 +18,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from mlp_cli.config import Config, config_from_dict, flatten
 from mlp_cli.errors import MLPError, MLPWarning
@@ -199,7 +201,8 @@ def limits() -> tuple[int, int, int]:
 def config_params(config: dict) -> tuple[dict[str, str], list[str]]:
     """The resolved config as dotted string params (lists as JSON), values cut to MLflow's limit; also the keys cut."""
     longest = limits()[2]
-    params, cut = {}, []
+    params: dict[str, str] = {}
+    cut: list[str] = []
     for key, value in flatten(config).items():
         text = value if isinstance(value, str) else json.dumps(value)
         if len(text) > longest:
@@ -226,7 +229,7 @@ def epoch_metrics(row: dict) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in ("epoch", "seconds") and v not in (None, "")}
 
 
-def log_epochs(client, run_id: str, rows: list[dict], skip_steps: set[int] = frozenset()) -> None:
+def log_epochs(client, run_id: str, rows: list[dict], skip_steps: set[int] | frozenset[int] = frozenset()) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -272,7 +275,7 @@ def read_record(run_dir: Path) -> dict:
 
 def write_record(run_dir: Path, uri: str, experiment: str, run_id: str) -> None:
     record = read_record(run_dir)
-    runs = record.get("runs") if isinstance(record.get("runs"), dict) else {}
+    runs: dict = record["runs"] if isinstance(record.get("runs"), dict) else {}
     runs[uri] = run_id
     record = {"uri": uri, "experiment": experiment, "run_id": run_id, "runs": runs}
     write_text(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
@@ -302,9 +305,9 @@ class MlflowTracker(Tracker):
     def __init__(self, uri: str | None, experiment: str | None):
         super().__init__()
         self.uri_setting, self.experiment = uri, experiment
-        self.client = None
-        self.run_id: str | None = None
-        self.run_dir: Path | None = None
+        self.client: Any = None
+        self.run_id: Any = None  # str once the MLflow run exists
+        self.run_dir: Any = None
         self.ended = False
 
     def later_hint(self) -> str:
@@ -394,13 +397,14 @@ def upload(run_dir: Path, uri: str | None = None, experiment: str | None = None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         client = mlflow_client(resolved)
-        run_id = _find_run(client, run_dir, resolved, experiment)
-        created = run_id is None
+        found = _find_run(client, run_dir, resolved, experiment)
+        created = found is None
         existing: dict = {}
         if created:
             exp = experiment_id(client, experiment, resolved)
-            run_id = client.create_run(exp, run_name=run_dir.name, tags={"mlp.run_dir": str(run_dir.absolute())}).info.run_id
+            run_id: str = client.create_run(exp, run_name=run_dir.name, tags={"mlp.run_dir": str(run_dir.absolute())}).info.run_id
         else:
+            run_id = str(found)
             existing = client.get_run(run_id).data.params
         params, cut = config_params(config.to_dict())
         log_params(client, run_id, params, existing)
@@ -420,12 +424,10 @@ def _find_run(client, run_dir: Path, uri: str, experiment: str) -> str | None:
     record = read_record(run_dir)
     run_id = (record.get("runs") or {}).get(uri) if isinstance(record.get("runs"), dict) else None
     if run_id:
-        try:
-            run = client.get_run(run_id)
-            if run.info.lifecycle_stage != "deleted":
+        # A record from a store that was since wiped or a run since deleted: upload afresh.
+        with contextlib.suppress(Exception):
+            if client.get_run(run_id).info.lifecycle_stage != "deleted":
                 return run_id
-        except Exception:  # noqa: BLE001 - a record from a store that was since wiped: upload afresh
-            pass
     found = client.get_experiment_by_name(experiment)
     key = summary_key(run_dir)
     if found is None or key is None:
@@ -445,9 +447,9 @@ class TensorBoardTracker(Tracker):
     def __init__(self, histograms: bool = False):
         super().__init__()
         self.histograms = histograms
-        self.writer = None
-        self.config: Config | None = None
-        self.run_dir: Path | None = None
+        self.writer: Any = None  # a SummaryWriter once started
+        self.config: Any = None
+        self.run_dir: Any = None
 
     def on_start(self, info: RunInfo) -> None:
         self.guarded(self._start, info)
@@ -513,7 +515,5 @@ class TensorBoardTracker(Tracker):
     def close(self) -> None:
         if self.writer is not None:
             writer, self.writer = self.writer, None
-            try:
+            with contextlib.suppress(Exception):
                 writer.close()
-            except Exception:  # noqa: BLE001
-                pass

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import blobs, write_config, write_csv
 
 pytest.importorskip("mlflow")
@@ -91,7 +90,7 @@ def test_mlflow_and_tensorboard_read_back(tmp_path, invoke, store):
     assert [e.step for e in events.Scalars("loss/train")] == list(range(1, EPOCHS + 1))
     assert [e.step for e in events.Scalars("val/accuracy")] == list(range(1, EPOCHS + 1))
     # gradient flow: epoch 0 (at initialization) and every epoch, per layer
-    assert [e.step for e in events.Scalars("grad_norm/hidden_1")] == list(range(0, EPOCHS + 1))
+    assert [e.step for e in events.Scalars("grad_norm/hidden_1")] == list(range(EPOCHS + 1))
     assert "grad_norm/output" in scalars
     assert events.Tags()["histograms"] == []  # only on request
     best = [e.value for e in events.Scalars("hparam/best_val_accuracy")]  # the best epoch's, not the last's
@@ -186,8 +185,8 @@ def test_tracking_section_typo_has_a_suggestion(tmp_path, invoke):
 
 def test_tracking_off_adds_nothing_and_imports_nothing(tmp_path):
     from mlp_cli.config import load_config
-    from mlp_cli.train import Callback
     from mlp_cli.tracking import attach
+    from mlp_cli.train import Callback
 
     config = load_config(make_config(tmp_path))
     callback = Callback()
