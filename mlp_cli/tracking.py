@@ -166,7 +166,30 @@ def mlflow_client(uri: str):
         if not db.parent.is_dir():
             raise TrackingUnavailable(f"cannot create the MLflow database {db}: folder {db.parent} does not exist")
     _quiet_logging()
-    return MlflowClient(tracking_uri=uri)
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        client.get_experiment_by_name("Default")  # opens the store: a new SQLite one gets its tables here
+    return client
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serialize opening a SQLite store: two runs creating one new database at once race in alembic's migrations."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the race only matters for a brand-new database
+        yield
+        return
+    lock = Path(uri[len("sqlite:///") :] + ".lock")
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def experiment_id(client, name: str, uri: str) -> str:
