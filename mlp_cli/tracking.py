@@ -320,6 +320,11 @@ def finish_run(client, run_id: str, run_dir: Path, summary: dict) -> None:
     client.set_terminated(run_id, "FINISHED")
 
 
+def resuming(run_dir: Path) -> bool:
+    """At on_start, last.pt exists only when resuming: a fresh run (--overwrite too) has removed it by then."""
+    return (Path(run_dir) / "last.pt").exists()
+
+
 class MlflowTracker(Tracker):
     """Logs one run folder into one MLflow run: params at start, metrics per epoch, test metrics and files at the end."""
 
@@ -349,7 +354,7 @@ class MlflowTracker(Tracker):
         client = self.client = mlflow_client(uri)
         record = read_record(run_dir)
         run_id, existing = None, {}
-        if info.start_epoch > 0 and isinstance(record.get("runs"), dict) and record["runs"].get(uri):
+        if resuming(run_dir) and isinstance(record.get("runs"), dict) and record["runs"].get(uri):
             run_id = record["runs"][uri]
             run = client.get_run(run_id)
             existing = run.data.params
@@ -364,7 +369,7 @@ class MlflowTracker(Tracker):
         if cut:
             warnings.warn(f"MLflow keeps at most {limits()[2]} characters of a parameter; cut {', '.join(cut)}", MLPWarning, stacklevel=2)
         log_params(client, run_id, params, existing)
-        if info.start_epoch > 0:  # epochs trained before a resume that this MLflow run has not seen yet
+        if resuming(run_dir):  # epochs trained before a resume that this MLflow run has not seen yet
             seen = {m.step for m in client.get_metric_history(run_id, "train_loss")}
             rows = [r for r in read_metrics_csv(run_dir / "metrics.csv") if int(r["epoch"]) <= info.start_epoch]
             log_epochs(client, run_id, rows, seen)
@@ -483,8 +488,12 @@ class TensorBoardTracker(Tracker):
         except ImportError:
             raise TrackingUnavailable(f"tensorboard is not installed ({INSTALL_HINT})") from None
         self.config, self.run_dir = info.config, Path(info.run_dir)
-        # On resume, events past the resumed epoch (from the interrupted process) are discarded by TensorBoard.
-        purge = info.start_epoch + 1 if info.start_epoch > 0 else None
+        # On resume, events past the resumed epoch (from the interrupted process) are discarded by TensorBoard;
+        # a fresh run (--overwrite) starts from no events at all, like the rest of its folder.
+        purge = info.start_epoch + 1 if resuming(self.run_dir) else None
+        if purge is None:
+            for old in (self.run_dir / "tensorboard").glob("events.out.tfevents.*"):
+                old.unlink()
         self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def on_epoch(self, report: EpochReport) -> None:
