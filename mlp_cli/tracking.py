@@ -252,15 +252,22 @@ def epoch_metrics(row: dict) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k not in ("epoch", "seconds") and v not in (None, "")}
 
 
-def log_epochs(client, run_id: str, rows: list[dict], skip_steps: set[int] | frozenset[int] = frozenset()) -> None:
+def log_epochs(client, run_id: str, rows: list[dict], skip_steps: set[int] | frozenset[int] = frozenset(),
+               synchronous: bool = True) -> list:
+    """Epoch rows as metrics with step = epoch; returns the pending operations when not synchronous."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, int(row["epoch"])) for row in rows if int(row["epoch"]) not in skip_steps
                for k, v in epoch_metrics(row).items()]
     per_batch = limits()[1]
+    pending = []
     for i in range(0, len(metrics), per_batch):
-        client.log_batch(run_id, metrics=metrics[i : i + per_batch])
+        if synchronous:
+            client.log_batch(run_id, metrics=metrics[i : i + per_batch])
+        else:
+            pending.append(client.log_batch(run_id, metrics=metrics[i : i + per_batch], synchronous=False))
+    return pending
 
 
 def final_metrics(summary: dict) -> dict[str, float]:
@@ -336,6 +343,7 @@ class MlflowTracker(Tracker):
         self.client: Any = None
         self.run_id: Any = None  # str once the MLflow run exists
         self.run_dir: Any = None
+        self.pending: list = []  # MLflow's async logging operations not yet waited for
         self.ended = False
 
     def later_hint(self) -> str:
@@ -383,16 +391,25 @@ class MlflowTracker(Tracker):
         if report.val is not None:
             row["val_loss"] = report.val["loss"]
             row[f"val_{report.main_metric}"] = report.val[report.main_metric]
-        log_epochs(self.client, self.run_id, [row])
+        # MLflow's async logging writes from a background thread, so a SQLite commit per epoch does not stall training.
+        self.pending.extend(log_epochs(self.client, self.run_id, [row], synchronous=False))
+
+    def _flush(self) -> None:
+        pending, self.pending = self.pending, []
+        for operation in pending:
+            if operation is not None:
+                operation.wait()
 
     def on_end(self, summary: dict) -> None:
         self.ended = True
         if self.run_id is not None:
+            self.guarded(self._flush)
             self.guarded(finish_run, self.client, self.run_id, self.run_dir, summary)
 
     def close(self) -> None:
         # Interrupted or failed: mark the MLflow run KILLED; --resume sets it RUNNING again and continues it.
         if not self.ended and self.run_id is not None:
+            self.guarded(self._flush)
             self.guarded(self.client.set_terminated, self.run_id, "KILLED")
         self.ended = True
 
@@ -404,12 +421,12 @@ def upload(run_dir: Path, uri: str | None = None, experiment: str | None = None)
     tag mlp.summary_sha256 (the hash of its summary.json), so uploading twice, or a run already tracked live, only
     fills in what is missing: metrics of epochs not yet logged, params not yet set, and the files.
     """
-    run_dir = Path(run_dir)
+    shown, run_dir = run_dir, Path(run_dir).resolve()  # a symlink to a run means that run, and its store beside it
     if not run_dir.is_dir():
-        raise MLPError(f"{run_dir} is not a run folder")
+        raise MLPError(f"{shown} is not a run folder")
     for name in ("config.yaml", "metrics.csv", "summary.json"):
         if not (run_dir / name).is_file():
-            raise MLPError(f"{run_dir} is not a finished run: {name} is missing (finish it with `mlp train ... --resume`)")
+            raise MLPError(f"{shown} is not a finished run: {name} is missing (finish it with `mlp train ... --resume`)")
     import yaml
 
     try:
@@ -417,11 +434,34 @@ def upload(run_dir: Path, uri: str | None = None, experiment: str | None = None)
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         config = config_from_dict(raw, str(run_dir / "config.yaml"), warn=False)
     except (ValueError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise MLPError(f"{run_dir}: cannot read its config.yaml or summary.json ({type(exc).__name__})") from None
+        raise MLPError(f"{shown}: cannot read its config.yaml or summary.json ({type(exc).__name__})") from None
     setting = config.tracking.mlflow
     if experiment is None:
         experiment = (setting.experiment if setting is not None else None) or run_dir.name
     resolved = resolve_uri(uri if uri is not None else (setting.uri if setting is not None else None), run_dir)
+    try:
+        run_id, created, cut = _upload(run_dir, summary, config, resolved, experiment)
+    except Exception as exc:
+        if isinstance(exc, MLPError) or not _from_store(exc):
+            raise
+        lines = str(exc).strip().splitlines()
+        raise TrackingUnavailable(f"cannot upload {shown} to {resolved}: {(lines[0] if lines else type(exc).__name__)[:300]}") from None
+    if cut:
+        warnings.warn(f"MLflow keeps at most {limits()[2]} characters of a parameter; cut {', '.join(cut)}", MLPWarning, stacklevel=2)
+    try:
+        write_record(run_dir, resolved, experiment, run_id)
+    except OSError:
+        pass  # a read-only folder (an archive, a cluster share): the summary tag still finds the run next time
+    return resolved, run_id, created
+
+
+def _from_store(exc: Exception) -> bool:
+    """An error of the store or the way to it (not a bug of ours): one line for the user."""
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, OSError) or module in ("mlflow", "sqlalchemy", "alembic", "requests", "urllib3", "sqlite3")
+
+
+def _upload(run_dir: Path, summary: dict, config: Config, resolved: str, experiment: str) -> tuple[str, bool, list[str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         client = mlflow_client(resolved)
@@ -439,13 +479,7 @@ def upload(run_dir: Path, uri: str | None = None, experiment: str | None = None)
         seen = set() if created else {m.step for m in client.get_metric_history(run_id, "train_loss")}
         log_epochs(client, run_id, read_metrics_csv(run_dir / "metrics.csv"), seen)
         finish_run(client, run_id, run_dir, summary)
-    if cut:
-        warnings.warn(f"MLflow keeps at most {limits()[2]} characters of a parameter; cut {', '.join(cut)}", MLPWarning, stacklevel=2)
-    try:
-        write_record(run_dir, resolved, experiment, run_id)
-    except OSError:
-        pass  # a read-only folder (an archive, a cluster share): the summary tag still finds the run next time
-    return resolved, run_id, created
+    return run_id, created, cut
 
 
 def _find_run(client, run_dir: Path, uri: str, experiment: str) -> str | None:

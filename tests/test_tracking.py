@@ -125,6 +125,11 @@ def test_track_uploads_a_run_folder_once(tmp_path, invoke, store):
     assert run.data.params["model.hidden"] == "[8]" and run.info.status == "FINISHED"
     assert {"config.yaml", "metrics.csv", "summary.json", "best.pt"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
 
+    nowhere = invoke("track", tmp_path / "run", "--mlflow", f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    assert nowhere.exit_code == 2 and nowhere.stderr.count("\n") == 1 and "does not exist" in nowhere.stderr
+    plain = invoke("track", tmp_path / "run", "--mlflow", str(tmp_path / "mlruns"))
+    assert plain.exit_code == 2 and "file store is retired" in plain.stderr
+
     unfinished = tmp_path / "empty"
     unfinished.mkdir()
     bad = invoke("track", unfinished, "--mlflow", store)
