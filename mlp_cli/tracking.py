@@ -343,6 +343,7 @@ class MlflowTracker(Tracker):
         self.client: Any = None
         self.run_id: Any = None  # str once the MLflow run exists
         self.run_dir: Any = None
+        self.cut: list[str] = []
         self.pending: list = []  # MLflow's async logging operations not yet waited for
         self.ended = False
 
@@ -354,6 +355,9 @@ class MlflowTracker(Tracker):
     def on_start(self, info: RunInfo) -> None:
         self.run_dir = Path(info.run_dir)
         self.guarded(self._start, info)
+        if self.cut:  # outside the guard, which silences the libraries' own warnings
+            warnings.warn(f"MLflow keeps at most {limits()[2]} characters of a parameter; cut {', '.join(self.cut)}",
+                          MLPWarning, stacklevel=2)
 
     def _start(self, info: RunInfo) -> None:
         run_dir = self.run_dir
@@ -363,10 +367,13 @@ class MlflowTracker(Tracker):
         record = read_record(run_dir)
         run_id, existing = None, {}
         if resuming(run_dir) and isinstance(record.get("runs"), dict) and record["runs"].get(uri):
-            run_id = record["runs"][uri]
-            run = client.get_run(run_id)
-            existing = run.data.params
-            client.update_run(run_id, status="RUNNING")
+            try:
+                run = client.get_run(record["runs"][uri])
+            except Exception:  # noqa: BLE001 - the run was since removed from the store: start a new one
+                run = None
+            if run is not None and run.info.lifecycle_stage != "deleted":
+                run_id, existing = run.info.run_id, run.data.params
+                client.update_run(run_id, status="RUNNING")
         if run_id is None:
             exp = experiment_id(client, experiment, uri)
             run = client.create_run(exp, run_name=run_dir.name, tags={"mlp.run_dir": str(run_dir.absolute())})
@@ -374,8 +381,7 @@ class MlflowTracker(Tracker):
         self.run_id = run_id
         write_record(run_dir, uri, experiment, run_id)
         params, cut = config_params(info.config.to_dict())
-        if cut:
-            warnings.warn(f"MLflow keeps at most {limits()[2]} characters of a parameter; cut {', '.join(cut)}", MLPWarning, stacklevel=2)
+        self.cut = cut
         log_params(client, run_id, params, existing)
         if resuming(run_dir):  # epochs trained before a resume that this MLflow run has not seen yet
             seen = {m.step for m in client.get_metric_history(run_id, "train_loss")}
