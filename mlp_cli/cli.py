@@ -266,10 +266,22 @@ def evaluate(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt written by mlp train.", show_default=False)],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet with the feature columns (target optional).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write CSV here instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write CSV here instead of stdout (a raster needs -o MAP.tif).")] = None,
     device: DeviceOpt = "cpu",
+    confidence: Annotated[bool, typer.Option("--confidence", help="Raster: add the top probability x 100 as band 2.")] = False,
+    proba: Annotated[bool, typer.Option("--proba", help="Raster: add one float32 probability band per class.")] = False,
 ) -> None:
-    """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class."""
+    """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class.
+
+    Given a raster (GeoTIFF, VRT, JPEG2000), write a map on its grid instead: band 1 the class or value.
+    """
+    from mlp_cli.raster import is_raster
+
+    if is_raster(data):  # a scene in, a map out
+        _predict_map(checkpoint, data, output, device, confidence, proba)
+        return
+    if confidence or proba:
+        raise MLPError("--confidence and --proba apply to raster maps; a table gets prob_<label> columns already")
     from mlp_cli.evaluate import predictions_csv
 
     data_bytes = predictions_csv(checkpoint, data, device)
@@ -281,6 +293,52 @@ def predict(
     write_atomic(output, lambda handle: handle.write(data_bytes))
     lines = data_bytes.count(b"\n") - 1
     err.print(f"wrote {lines:,} predictions to {output}", highlight=False)
+
+
+def _predict_map(checkpoint: Path, raster: Path, output: Optional[Path], device: str, confidence: bool, proba: bool) -> None:
+    if output is None:
+        raise MLPError(f"{raster} is a raster: give -o MAP.tif for the prediction map")
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mlp_cli.raster_predict import predict_map
+
+    with Progress(TextColumn("predicting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("map", total=None)
+        try:
+            report = predict_map(checkpoint, raster, output, confidence=confidence, proba=proba, device=device,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(f"interrupted; no map written to {output}", 2) from None
+    err.print(
+        f"wrote {report.path}: {report.width} x {report.height} pixels, bands {', '.join(report.bands)}; "
+        f"{report.valid:,} predicted, {report.invalid:,} nodata",
+        highlight=False, markup=False,
+    )
+
+
+@app.command("sample")
+@handles_errors()
+def sample_command(
+    raster: Annotated[Path, typer.Argument(help="Multi-band raster GDAL reads (GeoTIFF, VRT, JPEG2000).", show_default=False)],
+    labels: Annotated[Path, typer.Argument(help="Vector labels (GeoPackage, Shapefile, GeoJSON) or a one-band label raster on the same grid.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The table to write (.parquet or .csv).", show_default=False)],
+    field: Annotated[Optional[str], typer.Option("--field", help="Attribute holding the class or value (vector labels); the target column's name.")] = None,
+) -> None:
+    """Build a training table from a scene: one row per labelled pixel with valid data in every band.
+
+    Columns: the bands (by description, else b1..bN), the target, the pixel centre x, y and, for vector labels,
+    `polygon` (the feature id: use it as data.group). Vector labels are reprojected to the raster's CRS.
+    """
+    from mlp_cli.sample import sample
+
+    report = sample(raster, labels, output, field)
+    classes = ", ".join(f"{label} {count:,}" for label, count in list(report.classes.items())[:20])
+    err.print(
+        f"wrote {report.rows:,} rows to {output} from {report.features_used} of {report.features_total} features "
+        f"({report.invalid:,} labelled pixels skipped: nodata or NaN in a band); columns {', '.join(report.columns)}; classes: {classes}",
+        highlight=False, markup=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- course tools

@@ -67,6 +67,12 @@ class DataConfig(_Section):
         "splits are a seeded hash of each row's position (random, not stratified)",
     )
     shuffle_buffer: int = Field(65536, ge=1, description="streaming: rows held in the shuffle buffer")
+    group: Optional[str] = Field(
+        None,
+        description="column whose groups (e.g. the polygon a pixel came from) stay whole on one side of every split; "
+        "never a feature",
+    )
+    exclude: list[str] = Field(default_factory=list, description="columns left out of the default feature set, e.g. [x, y]")
 
 
 class ModelConfig(_Section):
@@ -365,6 +371,9 @@ def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
         if isinstance(model, dict) and model.get("batch_norm") is True and isinstance(batch, int) and 0 < batch < 2:
             problems.append(f"{located.find(('train', 'batch_size'))}: model.batch_norm needs train.batch_size >= 2 "
                             "(a batch of one row has no variance to normalize by)")
+        if data.get("group") and (data.get("streaming") is True or synthetic is not None):
+            problems.append(f"{located.find(('data', 'group'))}: data.group needs a table file read whole "
+                            "(not data.streaming, not data.synthetic)")
         if data.get("standardize_target") is True and task in ("binary", "multiclass"):
             problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
     return problems

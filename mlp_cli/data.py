@@ -15,7 +15,8 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.errors import DataError, MLPWarning
-from mlp_cli.table import Frame, check_columns, header, load_frame
+from mlp_cli.groups import feature_columns, group_split_indices
+from mlp_cli.table import Frame, check_columns, header, load_frame, read_table
 
 CLASSIFICATION = ("binary", "multiclass")
 
@@ -261,7 +262,14 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
         frame = generate(data.synthetic, config.task)
         return frame, None, list(frame.numeric_names)
     train_path = Path(data.train)
-    frame, features = load_frame(train_path, data.features, data.categorical, data.target, target_required=True)
+    wanted = data.features
+    if data.group or data.exclude:  # data.group and data.exclude: columns kept out of the features
+        names = header(train_path)
+        check_columns(train_path, names, [c for c in [data.group, *data.exclude] if c], "data.group/exclude")
+        if wanted is not None and data.group in wanted:
+            raise DataError(f"data.features lists the group column {data.group!r}; groups decide the split, they are never a feature")
+        wanted = wanted if wanted is not None else feature_columns(names, data.target, data.group, data.exclude)
+    frame, features = load_frame(train_path, wanted, data.categorical, data.target, target_required=True)
     frame = handle_missing(frame, config.data.missing)
     test = None
     if data.test:
@@ -372,18 +380,36 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
             f"{train.origin}: regression target {data.target!r} is not numeric (e.g. {example!r}); "
             "for class labels use task: binary or multiclass"
         )
+    groups = group_values(config, train) if data.group else None
     if test is None:
-        kept, held = split_indices(strata, len(train), data.test_fraction, seed, stream=1)
+        if groups is not None:
+            kept, held = group_split_indices(groups, strata, data.test_fraction, seed, 1, train.origin)
+            groups = groups[kept]
+        else:
+            kept, held = split_indices(strata, len(train), data.test_fraction, seed, stream=1)
         train, test = train.take(kept), train.take(held)
         strata = None if strata is None else strata[kept]
     if len(train) < 2:
         raise DataError(f"{train.origin}: only {len(train)} training row(s); a model needs more data")
     val = None
     if data.val_fraction > 0:
-        kept, held = split_indices(strata, len(train), data.val_fraction, seed, stream=2)
+        if groups is not None:
+            kept, held = group_split_indices(groups, strata, data.val_fraction, seed, 2, train.origin)
+        else:
+            kept, held = split_indices(strata, len(train), data.val_fraction, seed, stream=2)
         if len(held):
             train, val = train.take(kept), train.take(held)
     return {"train": train, "val": val, "test": test}
+
+
+def group_values(config: Config, frame: Frame) -> np.ndarray:
+    """The data.group column for the frame's rows (read on its own: it is not a feature)."""
+    column = read_table(Path(config.data.train), [config.data.group]).column(config.data.group)
+    values = np.asarray(column.to_pylist(), dtype=object)[frame.rows]
+    missing = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
+    if len(missing):
+        raise DataError(f"{frame.origin}: group column {config.data.group!r} is empty at {frame.rows_text(missing)}; every row needs a group")
+    return values.astype(str) if len({type(v) for v in values}) > 1 else values
 
 
 def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor, np.ndarray]:
