@@ -335,8 +335,9 @@ def sample_command(
     report = sample(raster, labels, output, field)
     classes = ", ".join(f"{label} {count:,}" for label, count in list(report.classes.items())[:20])
     err.print(
-        f"wrote {report.rows:,} rows to {output} from {report.features_used} of {report.features_total} features "
-        f"({report.invalid:,} labelled pixels skipped: nodata or NaN in a band); columns {', '.join(report.columns)}; classes: {classes}",
+        f"wrote {report.rows:,} rows to {output} from "
+        + (f"{report.features_used} of {report.features_total} features " if report.features_total is not None else "a label raster ")
+        + f"({report.invalid:,} labelled pixels skipped: nodata or NaN in a band); columns {', '.join(report.columns)}; classes: {classes}",
         highlight=False, markup=False,
     )
 

@@ -5,6 +5,8 @@ rasterio is an optional extra (`pip install 'mlp-cli[geo]'`): it is imported onl
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +35,13 @@ def is_raster(path: Path) -> bool:
     return Path(path).name.lower().endswith(RASTER_SUFFIXES)
 
 
+@contextlib.contextmanager
 def gdal_env():
+    """GDAL with a bounded block cache; rasterio's own `Affine * Affine` deprecation notices are not the user's business."""
     rasterio = require_geo()
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, message=".*matmul.*")
+        yield
 
 
 def open_raster(path: Path):

@@ -35,8 +35,8 @@ STRIP_PIXELS = 1 << 22  # pixels per strip of rows burnt and read at once: memor
 class SampleReport:
     rows: int
     classes: dict  # label -> rows
-    features_used: int  # polygons (or label values) that gave at least one row
-    features_total: int
+    features_used: int  # features (or label values) that gave at least one row
+    features_total: int | None  # features in the vector file; None for a label raster
     invalid: int  # labelled pixels dropped because a band was nodata or NaN
     columns: list[str]
 
@@ -82,6 +82,8 @@ def _check_output(output: Path, raster: Path, labels: Path) -> None:
             raise DataError(f"-o {output} is the input {source} itself; write the table to a new file")
     if output.is_dir():
         raise DataError(f"-o {output} is a folder; give a file name ending in .parquet or .csv")
+    if not output.parent.is_dir():
+        raise DataError(f"-o {output}: folder {output.parent} does not exist")
 
 
 # ---------------------------------------------------------------------------------------------- vector labels
@@ -209,7 +211,7 @@ def _sample_label_raster(ds, raster: Path, labels: Path, target: str):
         columns = _collect(ds, burn)
     if not len(columns[1]) and columns[5] == 0:
         raise DataError(f"{labels}: every pixel is nodata (unlabelled); nothing to sample")
-    return columns, 1
+    return columns, None
 
 
 # ---------------------------------------------------------------------------------------------- collecting rows
@@ -278,7 +280,13 @@ def _write(table, output: Path) -> None:
     if output.name.lower().endswith(".csv"):
         import pyarrow.csv as pacsv
 
-        write_atomic(output, lambda handle: pacsv.write_csv(table, handle))
+        def write(handle) -> None:
+            # pyarrow quotes every header name; write the header as a person would, and let pyarrow write the rows.
+            names = ('"' + n.replace('"', '""') + '"' if any(ch in n for ch in ',"\n') else n for n in table.column_names)
+            handle.write((",".join(names) + "\n").encode())
+            pacsv.write_csv(table, handle, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+
+        write_atomic(output, write)
     else:
         import pyarrow.parquet as pq
 
