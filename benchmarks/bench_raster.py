@@ -92,7 +92,7 @@ def table_seconds(checkpoint: Path, scene: Path) -> tuple[float, int]:
     from mlp_cli.data import Frame
     from mlp_cli.evaluate import EVAL_BATCH, load_checkpoint_model
 
-    _, config, model, prep = load_checkpoint_model(checkpoint)
+    _, _, model, prep = load_checkpoint_model(checkpoint)
     with rasterio.open(scene) as ds:
         pixels = ds.read().reshape(13, -1).T.astype(np.float32)
     frame = Frame("bench", "raster", pixels.copy(), list(prep.features))

@@ -37,7 +37,7 @@ def test_no_group_on_two_sides_and_every_row_once(n_groups, classes, seed, fract
 
 def test_every_class_with_two_groups_or_more_is_held_out_near_its_share():
     groups, strata = polygons(300, 4, seed=3)
-    kept, held = group_split_indices(groups, strata, 0.25, 0, 1)
+    _, held = group_split_indices(groups, strata, 0.25, 0, 1)
     for c in range(4):
         share = np.isin(held, np.flatnonzero(strata == c)).sum() / (strata == c).sum()
         # whole groups of 5..60 rows among ~75 per class: the share lands within one group's weight of 0.25
@@ -47,7 +47,7 @@ def test_every_class_with_two_groups_or_more_is_held_out_near_its_share():
 def test_a_class_in_a_single_group_stays_in_training():
     groups = np.array([0] * 10 + [1] * 10 + [2] * 10 + [3] * 4)
     strata = np.array([0] * 30 + [1] * 4)
-    kept, held = group_split_indices(groups, strata, 0.3, 0, 1)
+    kept, _ = group_split_indices(groups, strata, 0.3, 0, 1)
     assert set(groups[kept]) >= {3}
 
 

@@ -8,11 +8,11 @@ import pytest
 pytest.importorskip("rasterio")
 pytest.importorskip("pyogrio")
 
-import rasterio  # noqa: E402
-from conftest import write_config, write_csv  # noqa: E402
-from scenes import BANDS, spectra, write_polygons, write_scene  # noqa: E402
+import rasterio
+from conftest import write_config, write_csv
+from scenes import BANDS, spectra, write_polygons, write_scene
 
-from mlp_cli.files import TEMP_PREFIX  # noqa: E402
+from mlp_cli.files import TEMP_PREFIX
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scene")
     raster = write_scene(folder / "scene.tif")
     labels = write_polygons(folder / "labels.geojson")
-    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])  # noqa: E731
+    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
     assert run("sample", raster, labels, "-o", folder / "t.csv", "--field", "landuse").exit_code == 0
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -63,10 +63,10 @@ def valid_mask(raster):
 def test_map_equals_table_predictions_on_the_same_pixels(invoke, trained, tmp_path):
     from mlp_cli.evaluate import predict
 
-    folder, raster, checkpoints = trained
+    _, raster, checkpoints = trained
     result = invoke("predict", checkpoints["text"], raster, "-o", tmp_path / "map.tif", "--confidence", "--proba")
     assert result.exit_code == 0, result.output
-    values, profile, names, tags, ds = read(tmp_path / "map.tif")
+    values, profile, names, tags, _ = read(tmp_path / "map.tif")
     with rasterio.open(raster) as src:
         assert (profile["crs"], profile["transform"], profile["width"], profile["height"]) == (src.crs, src.transform, src.width, src.height)
     assert names == ("class", "confidence", "prob_forest", "prob_water")

