@@ -92,6 +92,8 @@ def match_bands(prep: Preprocessor, names: list[str], raster: Path) -> list[int]
         raise DataError(
             f"{raster}: the model needs bands {', '.join(map(repr, missing))}, which the raster lacks; "
             f"its bands are {', '.join(names)} (named by band description, else b1..bN)"
+            + ("; train with data.exclude: [x, y] (and data.group: polygon) so coordinates are not features"
+               if set(missing) & {"x", "y", "polygon"} else "")
         )
     return [names.index(f) + 1 for f in prep.features]
 
