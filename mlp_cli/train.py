@@ -88,7 +88,8 @@ class Callback:
 
     def on_progress(self, progress: Progress) -> None: ...
 
-    def on_epoch(self, report: EpochReport) -> None: ...
+    def on_epoch(self, report: EpochReport) -> bool | None:  # True: stop cleanly after this epoch
+        ...
 
     def on_message(self, text: str) -> None: ...
 
@@ -366,7 +367,8 @@ class Trainer:
             epoch_started = time.perf_counter()
             train_loss = self._train_epoch(epoch, started)
             report = self._end_epoch(epoch, train_loss, time.perf_counter() - epoch_started, started)
-            self.callback.on_epoch(report)
+            if self.callback.on_epoch(report):  # the callback asks for a clean stop here, like early stopping
+                break
 
     def _train_epoch(self, epoch: int, started: float) -> float:
         """One pass over the training rows; returns the mean training loss (read once, at the end)."""

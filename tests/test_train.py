@@ -94,3 +94,29 @@ def test_fast_step_self_check_leaves_the_global_rng_alone(monkeypatch):
     before = torch.get_rng_state()
     assert components._fast_step_matches_torch()
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_callback_returning_true_stops_cleanly_after_that_epoch(multiclass_config, tmp_path):
+    """Callback.on_epoch returning True ends training like early stopping: the run folder is complete."""
+    import json
+
+    from mlp_cli.config import load_config
+    from mlp_cli.train import Callback, train
+
+    class StopAtTwo(Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_epoch(self, report):
+            self.epochs.append(report.epoch)
+            return report.epoch == 2
+
+    callback = StopAtTwo()
+    config = load_config(multiclass_config)
+    summary = train(config, tmp_path / "stopped", callback=callback)
+    assert callback.epochs == [1, 2] and config.train.epochs > 2
+    assert summary["epochs_run"] == 2 and summary["stopped_early"] is True
+    for name in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json"):
+        assert (tmp_path / "stopped" / name).exists(), name
+    assert json.loads((tmp_path / "stopped" / "summary.json").read_text())["epochs_run"] == 2
+    assert len((tmp_path / "stopped" / "metrics.csv").read_text().splitlines()) == 3  # header + 2 epochs
