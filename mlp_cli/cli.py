@@ -327,6 +327,59 @@ def sweep_command(
         )
 
 
+@app.command("tune")
+@handles_errors(quiet_param="quiet")
+def tune_command(
+    config: ConfigArg,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials to add to the study (default search.trials).")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="sqlite:///path.db, any database URL, or journal:PATH for a shared file system (default sqlite:///<output_dir>/study.db).")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the config file's name).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes on this machine sharing the study.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the config's `search:` space with Optuna: trials as runs in <output_dir>/trials/, pruned epoch by epoch, best_config.yaml at the end. Run it again to continue the study."""
+    from mlp_cli.tune import tune
+
+    def on_trial(row) -> None:
+        if quiet or json_out:
+            return
+        from mlp_cli.render import trial_line
+
+        err.print(trial_line(row), highlight=False)
+
+    result = tune(config, trials=trials, storage=storage, study_name=study, workers=workers, quiet=quiet, on_trial=on_trial)
+    if json_out:
+        from dataclasses import asdict
+
+        from mlp_cli.train import json_safe
+
+        best = asdict(result.best) if result.best else None
+        document = {"study": result.study, "storage": result.storage, "metric": result.metric, "direction": result.direction,
+                    "best_value": best["value"] if best else None, "best_params": best["params"] if best else None,
+                    "best_trial": best, "best_config": str(result.best_config) if result.best_config else None,
+                    "new_trials": result.new, "counts": result.counts(), "trials": [asdict(r) for r in result.rows]}
+        sys.stdout.write(json.dumps(json_safe(document), indent=2) + "\n")
+    elif not quiet:
+        from mlp_cli.render import tune_table
+
+        out.print(tune_table(result))
+        if result.best_config is not None:
+            err.print(Text(f"wrote {result.best_config}; train it with: mlp train {result.best_config}"), highlight=False)
+        if result.exhausted:
+            err.print("the grid is exhausted: every combination has been tried", highlight=False)
+        err.print(Text(f"study {result.study!r} in {result.storage}; browse it with: optuna-dashboard {result.storage}"), highlight=False)
+    if result.interrupted is not None:
+        raise TrainingInterrupted(
+            f"tune interrupted after {result.new} trial(s) of this command (the running one is recorded as failed); "
+            f"finished trials are kept in {result.storage}; run the same command to continue",
+            result.interrupted.exit_code - 128,
+        )
+    if result.best is None and result.rows:
+        raise MLPError(f"no trial completed ({', '.join(f'{v} {k}' for k, v in result.counts().items() if v)}); "
+                       "see the errors in the table above")
+
+
 @app.command("plot")
 @handles_errors()
 def plot_command(

@@ -165,7 +165,9 @@ class SearchConfig(_Section):
     pruner: Literal["median", "none"] = Field(
         "median", description="median stops a trial whose metric is worse than the median of earlier trials at the same epoch"
     )
-    startup_trials: int = Field(5, ge=0, description="median pruner: trials that must finish before any is pruned")
+    startup_trials: int = Field(
+        5, ge=0, description="trials that must finish before the median pruner prunes any (and TPE's random start)"
+    )
     warmup_epochs: int = Field(2, ge=0, description="median pruner: epochs of every trial that are never pruned")
     trials: int = Field(20, ge=1, description="trials per `mlp tune` command (--trials overrides)")
     seed: Optional[int] = Field(None, ge=0, description="seed of the sampler; default train.seed")

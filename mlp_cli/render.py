@@ -118,3 +118,41 @@ def sweep_row_table(result) -> Table:
     for row in result.rows:
         table.add_row(row.value, f"{row.params:,}", str(row.epochs), fmt(row.train_loss), fmt(row.test_loss), fmt(row.train_metric), fmt(row.test_metric))
     return table
+
+
+# ---------------------------------------------------------------------------------------------- mlp tune
+
+
+def _params_text(params: dict) -> str:
+    return " ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in params.items())
+
+
+def trial_line(row) -> Text:
+    """One line per finished trial, as `mlp tune` goes."""
+    line = Text(f"trial {row.number:>3}  ", style="bold")
+    style = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}.get(row.state, "")
+    line.append(f"{row.state.lower():<8}", style=style)
+    line.append(f" {_params_text(row.params)}")
+    if row.value is not None:
+        line.append(f"  value {fmt(row.value)}")
+    if row.epochs is not None:
+        line.append(f"  {row.epochs} epochs")
+    if row.error:
+        line.append(f"  {row.error}", style="red")
+    return line
+
+
+def tune_table(result) -> Table:
+    """Every trial of the study: state, params, value, epochs (and the error of a failed one); the best marked."""
+    counts = ", ".join(f"{n} {state}" for state, n in result.counts().items() if n)
+    title = f"study {result.study}: {result.direction} {result.metric} ({counts})"
+    table = Table(title=Text(title), title_justify="left", box=None, pad_edge=False)
+    for name, justify in (("#", "right"), ("state", "left"), ("params", "left"), (result.metric, "right"), ("epochs", "right"), ("error", "left")):
+        table.add_column(name, justify=justify)
+    best = result.best.number if result.best is not None else None
+    for row in result.rows:
+        mark = "*" if row.number == best else ""
+        table.add_row(f"{mark}{row.number}", row.state.lower(), Text(_params_text(row.params)), fmt(row.value),
+                      "-" if row.epochs is None else str(row.epochs), Text(row.error or ""),
+                      style="bold" if row.number == best else None)
+    return table
