@@ -196,7 +196,10 @@ class Config(_Section):
         return self.loss or DEFAULT_LOSS[self.task]
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data.get("search") is None:  # only `mlp tune` configs have one; plain runs stay as they were
+            data.pop("search", None)
+        return data
 
 
 # ---------------------------------------------------------------------------------------------- YAML
