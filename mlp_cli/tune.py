@@ -173,7 +173,7 @@ def open_storage(url: str):
         if path.is_dir():
             raise RunError(f"--storage {url}: {path} is a folder, not a database file")
         if not path.parent.is_dir():
-            raise RunError(f"--storage {url}: folder {path.parent} does not exist")
+            raise RunError(f"--storage {url}: {path.parent} is not an existing folder")
     import sqlalchemy.exc
 
     # SQLite lets one writer in at a time; a generous busy timeout makes the other workers wait instead of fail.
@@ -359,7 +359,7 @@ class TrialLoop:
             if run_dir.exists() and any(run_dir.iterdir()):
                 raise _Fatal(f"{run_dir} already holds a run that is not trial {trial.number} of study "
                              f"{self.study.study_name!r}; move it away or use another output_dir")
-            config = trial_config(self.config, params, run_dir, self.threads)
+            config = trial_config(self.config, params, run_dir, self._threads(params))
             callback = _pruning_callback(trial, self.metric)
             summary = Trainer(config, run_dir, data=self.shared, callback=callback, stop=self.stop).run()
         except TrainingInterrupted as exc:
@@ -387,6 +387,18 @@ class TrialLoop:
         self.study.tell(trial, float(value))
         self.on_trial(TrialRow(trial.number, "COMPLETE", params, float(value), summary["epochs_run"], None, str(run_dir)))
 
+    def _threads(self, params: dict) -> int | None:
+        """With several workers on one machine, each trains with at most its share of the cores."""
+        if self.threads is None or self.shared is None or self.config.train.threads is not None:
+            return None
+        from mlp_cli import params as counting
+        from mlp_cli.device import default_threads
+        from mlp_cli.model import widths
+
+        model = trial_config(self.config, params, self.folder).model
+        layers = counting.count_layers(widths(self.shared.n_inputs, self.shared.n_outputs, model), model.batch_norm)
+        return min(default_threads(counting.total(layers)), self.threads)
+
     def _fail(self, trial, params: dict, error: str, callback) -> None:
         from optuna.trial import TrialState
 
@@ -407,11 +419,27 @@ class _Fatal(Exception):
 def tune(config_path: Path, *, trials: int | None = None, storage: str | None = None, study_name: str | None = None,
          workers: int = 1, quiet: bool = False, on_trial: Callable[[TrialRow], None] | None = None) -> TuneResult:
     """Run `trials` more trials of the study (created if new) and write best_config.yaml; Ctrl-C keeps finished trials."""
-    from mlp_cli.train import StopFlag
+    if workers == 1:
+        from mlp_cli.train import StopFlag  # this process trains: training checks the same flag after every step
 
-    stop = StopFlag()
+        stop = StopFlag()
+    else:
+        stop = _Signalled()  # this process only waits for its workers, and needs no torch
     with _Stop(stop):  # from here on a Ctrl-C only sets the flag, which every step below checks
         return _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, stop)
+
+
+class _Signalled:
+    """The signal a waiting process received (train.StopFlag's interface, without importing torch)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signum is not None
+
+    def set(self, signum: int) -> None:
+        self.signum = signum
 
 
 def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, stop) -> TuneResult:
@@ -455,8 +483,13 @@ def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, st
         loop.run(take)
         result.interrupted, result.exhausted, result.new = loop.interrupted, loop.exhausted, loop.ran
     else:
-        result.interrupted, result.exhausted, result.new = _run_workers(
+        result.interrupted, result.exhausted, result.new, processes = _run_workers(
             config_path, url, name, workers, n_trials, seed, before, quiet, on_trial, stop)
+        try:
+            return finish(result, config, storage_object, space)
+        finally:
+            for process in processes:  # their interpreters shut down while the table was being made
+                process.join()
     return finish(result, config, storage_object, space)
 
 
@@ -500,6 +533,7 @@ def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet,
         for index in range(workers)
     ]
     errors: list[tuple[str, int]] = []
+    done: set[int] = set()
     interrupted = None
     exhausted = False
     ran = 0
@@ -517,10 +551,12 @@ def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet,
             exhausted = True
         elif kind == "error":
             errors.append((event[1], event[2]))
+        elif kind == "done":
+            done.add(event[1])
 
     for process in processes:
         process.start()
-    while any(p.is_alive() for p in processes):
+    while any(p.is_alive() and i not in done for i, p in enumerate(processes)):
         # Workers run in their own process groups, so a terminal's Ctrl-C reaches them through here, once each.
         if stop.signum is not None:
             for process in processes:
@@ -531,14 +567,12 @@ def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet,
             handle(events.get(timeout=0.2))
         except queue_module.Empty:
             pass
-    for process in processes:
-        process.join()
     while True:
         try:
             handle(events.get(timeout=0.05))
         except queue_module.Empty:
             break
-    failed = [p for p in processes if p.exitcode not in (0, None) and p.exitcode < 128]
+    failed = [p for i, p in enumerate(processes) if i not in done and p.exitcode not in (0, None)]
     if errors:
         message, code = errors[0]
         error = MLPError(message)
@@ -546,7 +580,7 @@ def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet,
         raise error
     if failed and interrupted is None:
         raise RunError(f"worker {processes.index(failed[0])} exited with code {failed[0].exitcode}")
-    return interrupted, exhausted, ran
+    return interrupted, exhausted, ran, processes
 
 
 def _worker(config_path, url, name, index, tickets, events, seed, before, quiet, threads) -> None:
@@ -584,9 +618,10 @@ def _worker(config_path, url, name, index, tickets, events, seed, before, quiet,
                              on_trial=lambda row: events.put(("trial", row.__dict__)))
             loop.run(take)
         if loop.interrupted is not None:
-            events.put(("interrupted", str(loop.interrupted), loop.interrupted.exit_code))
+            events.put(("interrupted", str(loop.interrupted), loop.interrupted.exit_code - 128))  # the signal
         if loop.exhausted:
             events.put(("exhausted",))
+        events.put(("done", index))
     except MLPError as exc:
         events.put(("error", f"worker {index}: {exc}", exc.exit_code))
         events.close()
