@@ -368,7 +368,9 @@ def tune_command(
             err.print(Text(f"wrote {result.best_config}; train it with: mlp train {result.best_config}"), highlight=False)
         if result.exhausted:
             err.print("the grid is exhausted: every combination has been tried", highlight=False)
-        err.print(Text(f"study {result.study!r} in {result.storage}; browse it with: optuna-dashboard {result.storage}"), highlight=False)
+        from mlp_cli.tune import dashboard_command
+
+        err.print(Text(f"study {result.study!r} in {result.storage}; browse it with: {dashboard_command(result.storage)}"), highlight=False)
     if result.interrupted is not None:
         raise TrainingInterrupted(
             f"tune interrupted after {result.new} trial(s) of this command (the running one is recorded as failed); "

@@ -151,6 +151,13 @@ def storage_url(config: Config, storage: str | None) -> str:
     return f"sqlite:///{Path(config.output_dir).resolve() / 'study.db'}"
 
 
+def dashboard_command(url: str) -> str:
+    """How to browse the study in optuna-dashboard, which takes a database URL or a journal file's path."""
+    import shlex
+
+    return f"optuna-dashboard {shlex.quote(url.removeprefix('journal:'))}"
+
+
 def open_storage(url: str):
     """An Optuna storage for `sqlite:///...` (or any database URL) or `journal:PATH`, with one-line failures."""
     optuna = import_optuna()
@@ -252,11 +259,12 @@ def _Grid(search_space, seed):
     return _grid_class()(search_space, seed=seed)
 
 
-def sampler_seed(base: int, trials_so_far: int, worker: int) -> int:
-    # A continued study must not replay the first command's draws, nor two workers draw the same ones.
+def sampler_seed(base: int, number: int) -> int:
+    """A seed per trial number: a continued study does not replay earlier draws, two processes sharing a study
+    (workers, a second command, another machine) never draw alike, and one process alone is reproducible."""
     import numpy as np
 
-    return int(np.random.SeedSequence([base, trials_so_far, worker]).generate_state(1)[0])
+    return int(np.random.SeedSequence([base, number]).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------------------------------------- one trial
@@ -314,9 +322,10 @@ def one_line(exc: BaseException) -> str:
 class TrialLoop:
     """Draws, trains and records trials until `tickets` runs out, the grid is exhausted, or a stop signal."""
 
-    def __init__(self, config: Config, study, space: Space, folder: Path, stop, *, threads: int | None = None,
+    def __init__(self, config: Config, study, space: Space, folder: Path, stop, *, seed: int, threads: int | None = None,
                  on_trial: Callable[[TrialRow], None] | None = None):
         self.config, self.study, self.space, self.folder = config, study, space, folder
+        self.seed = seed
         self.metric = config.search.metric
         self.threads = threads
         self.on_trial = on_trial or (lambda row: None)
@@ -350,6 +359,8 @@ class TrialLoop:
 
         trial = self.study.ask()
         self.ran += 1
+        if self.config.search.sampler != "grid":  # draws happen at suggest time, with this trial's own seed
+            self.study.sampler = make_sampler(self.config.search, self.space, sampler_seed(self.seed, trial.number))
         run_dir = self.folder / "trials" / str(trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
         params: dict = {}
@@ -468,12 +479,11 @@ def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, st
     # The study is created here, once, before any worker starts: workers only ever load it.
     study = create_study(storage_object, name, search.metric, direction)
     seed = search.seed if search.seed is not None else config.train.seed
-    before = len(study.trials)
     result = TuneResult(name, url, search.metric, direction, folder)
     if workers == 1:
         study = optuna.load_study(study_name=name, storage=storage_object, pruner=make_pruner(search),
-                                  sampler=make_sampler(search, space, sampler_seed(seed, before, 0)))
-        loop = TrialLoop(config, study, space, folder, stop, on_trial=on_trial)
+                                  sampler=make_sampler(search, space, seed))
+        loop = TrialLoop(config, study, space, folder, stop, seed=seed, on_trial=on_trial)
         left = [n_trials]
 
         def take() -> bool:
@@ -484,7 +494,7 @@ def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, st
         result.interrupted, result.exhausted, result.new = loop.interrupted, loop.exhausted, loop.ran
     else:
         result.interrupted, result.exhausted, result.new, processes = _run_workers(
-            config_path, url, name, workers, n_trials, seed, before, quiet, on_trial, stop)
+            config_path, url, name, workers, n_trials, seed, quiet, on_trial, stop)
         try:
             return finish(result, config, storage_object, space)
         finally:
@@ -517,7 +527,7 @@ def finish(result: TuneResult, config: Config, storage, space: Space) -> TuneRes
 # ---------------------------------------------------------------------------------------------- workers
 
 
-def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet, on_trial, stop):
+def _run_workers(config_path, url, name, workers, n_trials, seed, quiet, on_trial, stop):
     """K processes on this machine against one storage; trials are handed out one ticket at a time."""
     import multiprocessing
     import queue as queue_module
@@ -528,7 +538,7 @@ def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet,
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // workers)
     processes = [
-        context.Process(target=_worker, args=(str(config_path), url, name, index, tickets, events, seed, before, quiet, threads),
+        context.Process(target=_worker, args=(str(config_path), url, name, index, tickets, events, seed, quiet, threads),
                         daemon=False)
         for index in range(workers)
     ]
@@ -583,7 +593,7 @@ def _run_workers(config_path, url, name, workers, n_trials, seed, before, quiet,
     return interrupted, exhausted, ran, processes
 
 
-def _worker(config_path, url, name, index, tickets, events, seed, before, quiet, threads) -> None:
+def _worker(config_path, url, name, index, tickets, events, seed, quiet, threads) -> None:
     os.setpgrp()  # Ctrl-C goes to the parent, which forwards it exactly once
     pending: list[int] = []  # a signal that arrives while this process is still importing torch
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -600,7 +610,7 @@ def _worker(config_path, url, name, index, tickets, events, seed, before, quiet,
         config = load_config(config_path)
         space = Space(config.search)
         study = optuna.load_study(study_name=name, storage=open_storage(url),
-                                  sampler=make_sampler(config.search, space, sampler_seed(seed, before, index + 1)),
+                                  sampler=make_sampler(config.search, space, seed),
                                   pruner=make_pruner(config.search))
 
         def take() -> bool:
@@ -614,7 +624,7 @@ def _worker(config_path, url, name, index, tickets, events, seed, before, quiet,
         with _Stop(stop):
             if pending:
                 stop.set(pending[0])
-            loop = TrialLoop(config, study, space, Path(config.output_dir), stop, threads=threads,
+            loop = TrialLoop(config, study, space, Path(config.output_dir), stop, seed=seed, threads=threads,
                              on_trial=lambda row: events.put(("trial", row.__dict__)))
             loop.run(take)
         if loop.interrupted is not None:

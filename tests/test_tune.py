@@ -105,6 +105,7 @@ def test_two_workers_share_one_sqlite_study(invoke, tmp_path):
     assert report["counts"] == {"complete": 4, "pruned": 0, "fail": 0, "running": 0}
     assert sorted(t["number"] for t in report["trials"]) == [0, 1, 2, 3]
     assert len({t["run_dir"] for t in report["trials"]}) == 4
+    assert len({t["params"]["train.lr"] for t in report["trials"]}) == 4  # each trial number draws with its own seed
     assert report["storage"] == f"sqlite:///{tmp_path / 'runs' / 'tune' / 'study.db'}"
 
 
