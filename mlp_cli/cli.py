@@ -283,6 +283,67 @@ def predict(
     err.print(f"wrote {lines:,} predictions to {output}", highlight=False)
 
 
+# ---------------------------------------------------------------------------------------------- explain
+
+
+@app.command("explain")
+@handles_errors()
+def explain_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mlp train.", show_default=False)],
+    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet with the target column; default: the run's test split.")] = None,
+    method: Annotated[str, typer.Option("--method", help="permutation or integrated_gradients.")] = "permutation",
+    rows: Annotated[Optional[int], typer.Option("--rows", min=1, help="Explain at most this many rows, sampled with --seed [default: 2000].")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Shuffles per column (permutation).")] = 5,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the row sample and the shuffles.")] = 0,
+    group: Annotated[Optional[list[str]], typer.Option("--group", help="Columns to treat as one, e.g. --group p5_b3,p5_b4 (repeatable).")] = None,
+    json_out: JsonOpt = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write feature,importance,std as CSV here (mlp plot draws importance_*.csv in a run folder).")] = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Which input columns drive the model: permutation importance or integrated gradients, per original column."""
+    if output is not None:
+        _check_output(output, [checkpoint] + ([data] if data is not None else []))
+    from mlp_cli.explain import DEFAULT_ROWS, explain, importance_csv, parse_groups
+
+    result = explain(checkpoint, data, method, rows or DEFAULT_ROWS, repeats, seed, parse_groups(group), device)
+    if output is not None:
+        from mlp_cli.files import write_atomic
+
+        body = importance_csv(result)
+        write_atomic(output, lambda handle: handle.write(body))
+    if json_out:
+        sys.stdout.write(json.dumps(result.as_json(), indent=2) + "\n")
+    else:
+        from mlp_cli.render import importance_tables
+
+        if result.n_rows < result.n_available:
+            source = f"{data or 'test split'} (sampled)"
+        else:
+            source = str(data or "test split")
+        for table in importance_tables(result, source, width=20):
+            out.print(table)
+            out.print()
+    if rows is not None and result.n_available < rows:
+        err.print(Text(f"note: --rows {rows} is more than the {result.n_available:,} rows available; all were used"), highlight=False)
+    if result.completeness_p99 is not None and result.completeness_p99 >= 0.01:
+        err.print(Text(f"warning: completeness error p99 {100 * result.completeness_p99:.3g} % is above 1 % even at {result.steps} steps"), highlight=False)
+    if output is not None:
+        err.print(Text(f"wrote {output}"), highlight=False)
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse an -o that would overwrite an input or is a folder, before any work is done."""
+    if output.is_dir():
+        raise MLPError(f"-o {output} is a folder; give a file name such as {output / 'importance.csv'}")
+    for path in inputs:
+        try:
+            same = output.exists() and path.exists() and os.path.samefile(output, path)
+        except OSError:
+            same = False
+        if same:
+            raise MLPError(f"-o {output} is the input {path}; writing there would destroy it")
+
+
 # ---------------------------------------------------------------------------------------------- course tools
 
 

@@ -118,3 +118,51 @@ def sweep_row_table(result) -> Table:
     for row in result.rows:
         table.add_row(row.value, f"{row.params:,}", str(row.epochs), fmt(row.train_loss), fmt(row.test_loss), fmt(row.train_metric), fmt(row.test_metric))
     return table
+
+
+# ---------------------------------------------------------------------------------------------- explain
+
+
+def importance_tables(result, source: str, width: int = 30) -> list[Table]:
+    """Columns sorted by importance with a bar each; for multiclass integrated gradients, one column per class."""
+    permutation = result.method == "permutation"
+    if permutation:
+        title = (
+            f"permutation importance on {source} ({result.n_rows:,} rows, {result.repeats} repeats): drop in {result.metric} "
+            f"(unshuffled {fmt(result.baseline_score)}) and rise in the loss (unshuffled {fmt(result.baseline_loss)})"
+        )
+    else:
+        title = (
+            f"integrated gradients on {source} ({result.n_rows:,} rows): mean |attribution| of the {result.target}, "
+            f"baseline = training mean; {result.steps} Gauss-Legendre steps, completeness error p99 "
+            f"{100 * result.completeness_p99:.3g} %, max {100 * result.completeness_max:.3g} %"
+        )
+    table = Table(title=Text(title), title_justify="left", box=None, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("feature")
+    table.add_column(f"{result.metric} drop" if permutation else "mean |attr|", justify="right")
+    table.add_column("± std", justify="right")
+    table.add_column("loss rise" if permutation else "mean signed", justify="right")
+    if permutation:
+        table.add_column("± std", justify="right")
+    table.add_column("")
+    finite = [f.importance for f in result.features if math.isfinite(f.importance)]
+    top = max([v for v in finite if v > 0], default=0.0)
+    for rank, f in enumerate(result.features, start=1):
+        share = f.importance / top if top > 0 and math.isfinite(f.importance) and f.importance > 0 else 0.0
+        bar = Text("█" * int(round(share * width)), style="cyan")
+        cells = [str(rank), Text(f.feature), fmt(f.importance), fmt(f.std), fmt(f.loss)]
+        if permutation:
+            cells.append(fmt(f.loss_std))
+        table.add_row(*cells, bar)
+    tables = [table]
+    if result.per_class:
+        names = [f.feature for f in result.features]
+        per_class = Table(title=Text("mean |attribution| per predicted class (rows predicted as that class, its own logit)"), title_justify="left", box=None, pad_edge=False)
+        per_class.add_column("feature")
+        for label in result.per_class:
+            per_class.add_column(Text(label), justify="right")
+        for name in names:
+            per_class.add_row(Text(name), *(fmt(values[name]) for values in result.per_class.values()))
+        tables.append(per_class)
+    return tables
