@@ -150,7 +150,7 @@ def importance_tables(result, source: str, width: int = 30) -> list[Table]:
     top = max([v for v in finite if v > 0], default=0.0)
     for rank, f in enumerate(result.features, start=1):
         share = f.importance / top if top > 0 and math.isfinite(f.importance) and f.importance > 0 else 0.0
-        bar = Text("█" * int(round(share * width)), style="cyan")
+        bar = Text("█" * round(share * width), style="cyan")
         cells = [str(rank), Text(f.feature), fmt(f.importance), fmt(f.std), fmt(f.loss)]
         if permutation:
             cells.append(fmt(f.loss_std))
