@@ -261,6 +261,11 @@ def ig_importance(model, task: str, prep: Preprocessor, split: Split, blocks, st
     if prep.mean is None:
         # Unstandardized inputs: the training mean is not stored, the explained rows' mean stands in for it.
         baseline = x.mean(dim=0, keepdim=True)
+    for name, cols in column_blocks(prep):
+        if name in prep.categorical:
+            # All zeros is a category the model never saw; the shares of the categories are the one-hot block's mean
+            # (taken over the explained rows, as the checkpoint keeps no training shares).
+            baseline[:, cols] = x[:, cols].mean(dim=0)
     classes = None
     if task == "multiclass":
         with torch.no_grad():

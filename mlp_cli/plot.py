@@ -68,6 +68,7 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
             written.append(picture)
     if (run_dir / "diagnostics.csv").exists():
         written.append(_health(plt, run_dir, out_dir))
+    written.extend(_importance(plt, path, out_dir) for path in sorted(run_dir.glob("importance*.csv")))  # mlp explain -o
     return written
 
 
@@ -216,5 +217,25 @@ def sweep_plot(result) -> Path:
     ax.legend()
     fig.tight_layout()
     path = result.folder / "sweep.png"
+    _save(plt, fig, path)
+    return path
+
+
+def _importance(plt, csv_path: Path, out_dir: Path) -> Path:
+    """Horizontal bars of an `mlp explain -o` CSV (feature, importance, std), most important on top."""
+    rows = _read_csv(csv_path)
+    if not rows or not {"feature", "importance", "std"} <= set(rows[0]):
+        raise MLPError(f"{csv_path} is not an importance table (columns feature, importance, std expected)")
+    names = [r["feature"] for r in rows][::-1]
+    values = [_number(r["importance"]) for r in rows][::-1]
+    errors = [_number(r["std"]) for r in rows][::-1]
+    fig, ax = plt.subplots(figsize=(6, 1 + 0.22 * len(rows)))
+    ax.barh(range(len(rows)), values, xerr=errors, color="tab:blue", ecolor="gray")
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("importance (± std)")
+    ax.set_title(csv_path.stem.replace("_", " "), fontsize=9)
+    fig.tight_layout()
+    path = out_dir / f"{csv_path.stem}.png"
     _save(plt, fig, path)
     return path
