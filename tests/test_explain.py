@@ -280,12 +280,12 @@ def test_json_shape_and_csv_output(two_signals, tmp_path):
     ]
 
 
-def test_table_and_plot(two_signals, tmp_path):
+def test_table_and_plot(multiclass_run, tmp_path):
     pytest.importorskip("matplotlib")
-    folder, checkpoint = two_signals
+    folder, checkpoint = multiclass_run
     result = invoke("explain", checkpoint, "--method", "integrated_gradients", "-o", folder / "run" / "importance_integrated_gradients.csv")
     assert result.exit_code == 0, result.output
-    assert "completeness error p99" in result.stdout and "█" in result.stdout
+    assert "completeness error p99" in result.stdout and "█" in result.stdout and "per predicted class" in result.stdout
     plotted = invoke("plot", folder / "run", "--out", tmp_path)
     assert plotted.exit_code == 0, plotted.output
     assert (tmp_path / "importance_integrated_gradients.png").stat().st_size > 1000
