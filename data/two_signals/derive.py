@@ -1,8 +1,9 @@
 """Generates the two-signal teaching table for `mlp explain` (run from the repository root; the output is fixed by the seed).
 
 Eight input columns, of which only `b2` and `b5` decide the label; the rest, including the categorical `site`,
-are noise the model should learn to ignore. `b5` enters squared, so its signed attribution flips sign with b5:
-the teaching point that a signed attribution says which way a value pushed this row, not whether the column matters.
+are noise the model should learn to ignore. `b2` enters linearly, so its signed attribution takes the sign of b2;
+`b5` enters squared, so its attribution is positive whatever the sign of b5: a signed attribution says which way a
+value pushed this row, not whether or how the column matters.
 """
 
 import csv
