@@ -325,7 +325,7 @@ def explain_command(
             out.print()
     if rows is not None and result.n_available < rows:
         err.print(Text(f"note: --rows {rows} is more than the {result.n_available:,} rows available; all were used"), highlight=False)
-    if result.completeness_p99 is not None and result.completeness_p99 >= 0.01:
+    if result.completeness_p99 is not None and not result.completeness_p99 < 0.01:  # NaN too
         err.print(Text(f"warning: completeness error p99 {100 * result.completeness_p99:.3g} % is above 1 % even at {result.steps} steps"), highlight=False)
     if output is not None:
         err.print(Text(f"wrote {output}"), highlight=False)

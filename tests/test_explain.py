@@ -300,6 +300,16 @@ def test_regression_checkpoint_and_rows_beyond_the_data(regression_run):
     assert "all were used" in result.stderr
 
 
+def test_integrated_gradients_without_standardization(tmp_path):
+    """No stored training mean: the explained rows' mean is the baseline, and completeness still holds."""
+    write_csv(tmp_path / "reg.csv", linear_target(200, seed=1))
+    checkpoint = _train(tmp_path, {"task": "regression", "data": {"train": "reg.csv", "target": "y", "standardize": False},
+                                   "model": {"hidden": [8]}, "train": {"epochs": 3}})
+    result = explain(checkpoint, method="integrated_gradients")
+    assert result.metric == "mean_abs_attribution" and result.target.startswith("prediction")
+    assert result.completeness_p99 < 0.01 and len(result.features) == 3
+
+
 def test_column_names_are_not_markup(tmp_path):
     columns = blobs(120, classes=(0, 1), seed=2, features=2)
     columns = {"[bold]a[/bold]": columns["f0"], "b,c": columns["f1"], "label": columns["label"]}
