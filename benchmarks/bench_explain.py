@@ -24,10 +24,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    import mlp_cli.explain as ex
-    from mlp_cli.evaluate import load_checkpoint_model
     from sklearn.base import BaseEstimator
     from sklearn.inspection import permutation_importance as sk_permutation_importance
+
+    import mlp_cli.explain as ex
+    from mlp_cli.evaluate import load_checkpoint_model
 
     _, config, model, prep = load_checkpoint_model(args.checkpoint)
     split, _ = ex.explain_split(config, prep, None, args.rows, 0)
@@ -65,7 +66,7 @@ def main() -> None:
     steps = {}
 
     def ig():
-        features, steps["n"], steps["p99"], *_ = ex.ig_importance(model, config.task, prep, split, blocks)
+        _features, steps["n"], steps["p99"], *_ = ex.ig_importance(model, config.task, prep, split, blocks)
 
     variants = {"permutation (stacked)": stacked, "permutation (one forward per repeat)": one_per_repeat,
                 "sklearn permutation_importance (score only)": sklearn, "integrated gradients": ig}

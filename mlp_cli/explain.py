@@ -212,6 +212,7 @@ def attributed_output(model, x: torch.Tensor, task: str, classes: torch.Tensor |
     logit (binary) or the standardized prediction (regression)."""
     out = model(x)
     if task == "multiclass":
+        assert classes is not None
         return out.gather(1, classes.unsqueeze(1)).squeeze(1)
     return out.squeeze(-1)
 
@@ -289,6 +290,7 @@ def ig_importance(model, task: str, prep: Preprocessor, split: Split, blocks, st
     if task == "multiclass":
         from mlp_cli.table import label_text
 
+        assert prep.labels is not None and classes is not None
         for c, label in enumerate(prep.labels):
             rows = (classes.cpu() == c)
             if rows.any():

@@ -178,7 +178,7 @@ def test_completeness_error_is_reported_and_below_one_percent(multiclass_run):
 def test_completeness_error_falls_with_more_steps(multiclass_run):
     """An independent check of the reported error: too few steps on a ReLU network miss the output change."""
     _, checkpoint = multiclass_run
-    _, config, model, prep = load_checkpoint_model(checkpoint)
+    _, config, model, _prep = load_checkpoint_model(checkpoint)
     model = model.double()
     x = load_dataset(config).test.x.double()
     classes = model(x).argmax(dim=1)
