@@ -146,16 +146,18 @@ def shuffle_orders(n: int, repeats: int, seed: int) -> np.ndarray:
 def _scores(task: str, out: torch.Tensor, y: torch.Tensor, loss_fn, repeats: int) -> tuple[np.ndarray, np.ndarray]:
     """Main score and mean loss per repeat, for outputs of `repeats` stacked copies of the rows."""
     n = len(y)
+    # One loss call for all repeats: the same torch loss without the batch sum, then a mean per repeat.
+    per_row = type(loss_fn)(reduction="none")(out, y.repeat(repeats)).reshape(repeats, -1)
+    losses = per_row.double().sum(dim=1).div(n).cpu().numpy()
     out = out.reshape(repeats, n, -1) if task == "multiclass" else out.reshape(repeats, n)
-    losses = np.array([loss_fn(out[r], y).item() / n for r in range(repeats)])
     if task == "regression":
         # R² is unchanged by the target's affine scaling, so model space gives the score in the user's units.
         residual = ((out.double() - y.double()) ** 2).sum(dim=1)
         total = ((y.double() - y.double().mean()) ** 2).sum()
-        scores = (1.0 - residual / total).numpy() if total > 0 else np.full(repeats, np.nan)
+        scores = (1.0 - residual / total).cpu().numpy() if total > 0 else np.full(repeats, np.nan)
     else:
         predicted = predicted_classes(task, out.reshape(repeats * n, -1))
-        scores = (predicted.reshape(repeats, n) == y.long()).double().mean(dim=1).numpy()
+        scores = (predicted.reshape(repeats, n) == y.long()).double().mean(dim=1).cpu().numpy()
     return scores, losses
 
 
