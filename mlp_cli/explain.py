@@ -23,6 +23,7 @@ METHODS = ("permutation", "integrated_gradients")
 DEFAULT_ROWS = 2000  # enough for a stable ranking, quick on a laptop CPU
 # Rows per forward pass when the repeats of one column are stacked; bounds memory for any --rows.
 STACK_ROWS = 1 << 18
+IG_POINTS = 1 << 16  # path points per backward pass: autograd keeps every layer's activations of the chunk
 COMPLETENESS_TARGET = 0.01  # the 99th percentile of the completeness error must fall below 1 %
 MAX_STEPS = 1024
 
@@ -229,7 +230,7 @@ def integrated_gradients(
     alphas, weights = (torch.from_numpy(a).to(x) for a in quadrature(steps, rule))
     delta = x - baseline
     grads = torch.zeros_like(x)
-    rows_per_chunk = max(1, STACK_ROWS // steps)
+    rows_per_chunk = max(1, IG_POINTS // steps)
     for lo in range(0, len(x), rows_per_chunk):
         d = delta[lo : lo + rows_per_chunk]
         points = (baseline + alphas.view(-1, 1, 1) * d.unsqueeze(0)).reshape(-1, x.shape[1]).requires_grad_(True)

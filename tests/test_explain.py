@@ -192,6 +192,23 @@ def test_completeness_error_falls_with_more_steps(multiclass_run):
     assert errors[1] < errors[0] and errors[1] < 0.01
 
 
+def test_chunked_paths_give_the_same_attributions(multiclass_run, monkeypatch):
+    """Rows are cut into chunks to bound memory; each chunk's rows must keep their own predicted class."""
+    import mlp_cli.explain as module
+
+    _, checkpoint = multiclass_run
+    _, config, model, _ = load_checkpoint_model(checkpoint)
+    model = model.double()
+    x = load_dataset(config).test.x.double()
+    classes = model(x).argmax(dim=1)
+    baseline = torch.zeros(1, x.shape[1], dtype=torch.float64)
+    whole, _ = integrated_gradients(model, x, baseline, "multiclass", classes, 8)
+    monkeypatch.setattr(module, "IG_POINTS", 8 * 7)  # 7 rows per chunk: chunks end mid-class and mid-table
+    chunked, _ = integrated_gradients(model, x, baseline, "multiclass", classes, 8)
+    # Same float64 arithmetic on the same rows; only the batch shape differs, so rounding of a few ulps at most.
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------- scikit-learn as oracle
 
 
