@@ -342,6 +342,16 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
             same = False
         if same:
             raise MLPError(f"-o {output} is the input {path}; writing there would destroy it")
+    # Any other existing file is replaced only if it is an earlier importance table (the run's own data files,
+    # read through the checkpoint's config, are thus safe too).
+    if output.is_file():
+        try:
+            with output.open("rb") as handle:
+                head = handle.read(len(b"feature,importance,std"))
+        except OSError as exc:
+            raise MLPError(f"-o {output}: cannot read it ({exc.strerror or exc})") from None
+        if head != b"feature,importance,std":
+            raise MLPError(f"-o {output} exists and is not an importance table from mlp explain; refusing to overwrite it")
 
 
 # ---------------------------------------------------------------------------------------------- course tools

@@ -369,6 +369,11 @@ def test_output_never_overwrites_an_input(two_signals, tmp_path):
     assert checkpoint.read_bytes() == before and (folder / "data.csv").read_bytes() == data_before
     result = invoke("explain", checkpoint, "-o", tmp_path)
     assert result.exit_code == 2 and "is a folder" in result.stderr
+    # The run's test data is not passed with --data, yet it is not overwritten: only an importance table is.
+    other = tmp_path / "notes.csv"
+    other.write_text("a,b\n1,2\n")
+    result = invoke("explain", checkpoint, "-o", other)
+    assert result.exit_code == 2 and "refusing to overwrite" in result.stderr and other.read_text() == "a,b\n1,2\n"
     result = invoke("explain", checkpoint, "-o", tmp_path / "missing" / "imp.csv")
     assert result.exit_code == 2 and "could not write" in result.stderr
 
