@@ -227,7 +227,7 @@ def train(
             reporter.close()
         world.close()
     if json_out and world.is_main:
-        from mlp_cli.train import json_safe
+        from mlp_cli.files import json_safe
 
         sys.stdout.write(json.dumps(json_safe(summary), indent=2) + "\n")
 
@@ -248,7 +248,7 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint: accuracy, balanced accuracy, macro F1, kappa and the confusion matrix (or R², RMSE, MAE)."""
     from mlp_cli.evaluate import evaluate_checkpoint
-    from mlp_cli.train import json_safe
+    from mlp_cli.files import json_safe
 
     metrics, task = evaluate_checkpoint(checkpoint, data, device)
     if json_out:
@@ -314,7 +314,7 @@ def sweep_command(
 
     result = sweep(config, key, values, list(override or []), overwrite=overwrite, callback_factory=announce, on_row=on_row)
     if json_out:
-        from mlp_cli.train import json_safe
+        from mlp_cli.files import json_safe
 
         sys.stdout.write(json.dumps(json_safe([asdict(r) for r in result.rows]), indent=2) + "\n")
     elif not quiet:

@@ -6,7 +6,6 @@ objects are looked up only when a model or optimizer is built.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 # name -> torch.nn class; `saturates` marks units whose gradient vanishes at both ends (diagnostics).
@@ -129,8 +128,6 @@ def fast_step(optimizer):
     import torch
 
     global _FAST_STEP_OK
-    if os.environ.get("MLP_NO_FAST_STEP"):  # benchmarks/bench.py measures this lever by turning it off
-        return optimizer.step
     if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
         return optimizer.step
     group = optimizer.param_groups[0]

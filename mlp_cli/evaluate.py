@@ -13,6 +13,7 @@ from mlp_cli.components import loss_function
 from mlp_cli.config import Config
 from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
 from mlp_cli.device import resolve_device
+from mlp_cli.files import csv_line
 from mlp_cli.metrics import Accumulator
 from mlp_cli.table import label_text
 
@@ -132,9 +133,4 @@ def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu"
     sink = pa.BufferOutputStream()
     # pyarrow quotes every header name; write the header as a person would, and let pyarrow write the rows.
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    header = ",".join(_csv_name(name) for name in table.column_names) + "\n"
-    return header.encode() + sink.getvalue().to_pybytes()
-
-
-def _csv_name(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text
+    return csv_line(table.column_names).encode() + sink.getvalue().to_pybytes()

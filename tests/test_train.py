@@ -68,8 +68,8 @@ def test_one_epoch_equals_a_hand_written_loop(multiclass_config):
 
     config = load_config(multiclass_config, ["model.dropout=0", "data.val_fraction=0"])
     trainer = Trainer(config, overwrite=True)
-    trainer._setup()
-    trainer._started, trainer._next_save = 0.0, float("inf")
+    trainer.setup()
+    trainer.next_save = float("inf")
     torch.manual_seed(config.train.seed)
     model = build_model(trainer.data.n_inputs, trainer.data.n_outputs, config.model)
     model.load_state_dict(trainer.model.state_dict())
@@ -77,7 +77,7 @@ def test_one_epoch_equals_a_hand_written_loop(multiclass_config):
     generator = torch.Generator().manual_seed(config.train.seed)
     x, y = trainer.data.train.x, trainer.data.train.y
     for epoch in (1, 2):
-        trainer._train_epoch(epoch, 0.0)
+        trainer.train_epoch(epoch)
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.train.batch_size):
             index = order[start : start + config.train.batch_size]
