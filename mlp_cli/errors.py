@@ -41,6 +41,7 @@ class TrainingInterrupted(MLPError):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
+        self.signum = signum
         self.exit_code = 128 + signum
 
 
