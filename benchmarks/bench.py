@@ -221,7 +221,7 @@ class Workload:
     hidden: list[int]
     batch: int
     epoch_no: int = 0
-    threads: int = field(default_factory=torch.get_num_threads)  # what mlp's _setup() chose (default_threads)
+    threads: int = field(default_factory=torch.get_num_threads)  # what mlp's setup() chose (default_threads)
 
     def active(self):
         """Every loop compared on this workload runs at the thread count mlp chose for it."""
