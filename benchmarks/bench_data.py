@@ -34,7 +34,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy, pyarrow, pyarrow.csv, pyarrow.parquet, pyarrow.dataset, pyarrow.compute  # noqa: F401 (preload)
-from mlp_cli.table import load_frame
+from mlp_cli.data.readers import load_frame
 
 def rss_now_kb():
     try:

@@ -14,7 +14,7 @@ from mlp_cli.config import Config
 from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
 from mlp_cli.device import resolve_device
 from mlp_cli.metrics import Accumulator
-from mlp_cli.table import label_text
+from mlp_cli.data.readers import label_text
 
 EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
 
@@ -72,7 +72,7 @@ def evaluate_checkpoint(path: str | Path, data_path: str | Path | None = None, d
 def test_split(config: Config, prep: Preprocessor) -> Split:
     """The run's test rows, re-read and re-split with the stored seed, transformed by the stored preprocessor."""
     if config.data.streaming:
-        from mlp_cli.stream import streaming_split
+        from mlp_cli.data.stream import streaming_split
 
         return streaming_split(config, prep, "test")
     train_frame, test_frame, _ = read_frames(config)

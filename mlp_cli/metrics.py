@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from mlp_cli.table import label_text
+from mlp_cli.data.readers import label_text
 
 MAIN_METRIC = {"multiclass": "accuracy", "binary": "accuracy", "regression": "r2"}
 

@@ -97,7 +97,7 @@ def _curves(plt, run_dir: Path, out_dir: Path) -> Path:
 
 
 def _confusion(plt, metrics: dict, out_dir: Path) -> Path:
-    from mlp_cli.table import label_text
+    from mlp_cli.data.readers import label_text
 
     matrix = np.array(metrics["confusion_matrix"])
     labels = [label_text(v) for v in metrics["labels"]]
@@ -123,7 +123,7 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
     import torch
 
     from mlp_cli.evaluate import load_checkpoint_model, test_split
-    from mlp_cli.table import Frame
+    from mlp_cli.data.readers import Frame
 
     _, config, model, prep = load_checkpoint_model(checkpoint_path)
     if prep.categorical or len(prep.features) not in (1, 2):

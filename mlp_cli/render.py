@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlp_cli.params import LayerCount, total
-from mlp_cli.table import label_text
+from mlp_cli.data.readers import label_text
 
 
 def params_table(layers: list[LayerCount], title: str | None = None) -> Table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mlp_cli.table import label_text
+from mlp_cli.data.readers import label_text
 from mlp_cli.render import diagnostics_table, epoch_line, metrics_tables, params_table
 from mlp_cli.train import Callback, EpochReport, RunInfo
 

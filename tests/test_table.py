@@ -15,7 +15,7 @@ from conftest import assert_data_error
 from mlp_cli.config import config_from_dict, load_config
 from mlp_cli.data import load_dataset
 from mlp_cli.errors import DataError, MLPError
-from mlp_cli.table import file_kind, header, load_frame, read_table
+from mlp_cli.data.readers import file_kind, header, load_frame, read_table
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.errors import DataError, MLPWarning
-from mlp_cli.table import Frame, check_columns, header, load_frame
+from mlp_cli.data.readers import Frame, check_columns, header, load_frame
 
 CLASSIFICATION = ("binary", "multiclass")
 
@@ -241,7 +241,7 @@ def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> S
 def load_dataset(config: Config) -> Dataset:
     """Read, validate, split and fit; the same config and seed always give the same tensors."""
     if config.data.streaming:
-        from mlp_cli.stream import load_streaming
+        from mlp_cli.data.stream import load_streaming
 
         return load_streaming(config)
     train_frame, test_frame, features = read_frames(config)
@@ -256,7 +256,7 @@ def load_dataset(config: Config) -> Dataset:
 def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
     data = config.data
     if data.synthetic is not None:
-        from mlp_cli.synthetic import generate
+        from mlp_cli.data.synthetic import generate
 
         frame = generate(data.synthetic, config.task)
         return frame, None, list(frame.numeric_names)

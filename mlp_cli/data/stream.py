@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from mlp_cli.config import Config
-from mlp_cli.data import Preprocessor, _label_values, _missing_target, _sort_key
+from mlp_cli.data.prepare import Preprocessor, _label_values, _missing_target, _sort_key
 from mlp_cli.errors import DataError
-from mlp_cli.table import Frame, _numeric_matrix, _target_column, check_columns
+from mlp_cli.data.readers import Frame, _numeric_matrix, _target_column, check_columns
 
 ROLES = ("train", "val", "test")
 _MASK = (1 << 64) - 1

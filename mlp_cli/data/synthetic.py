@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mlp_cli.errors import ConfigError
-from mlp_cli.table import Frame
+from mlp_cli.data.readers import Frame
 
 REGRESSION = {"sine"}
 CLASSIFICATION = {"moons", "circles", "spirals", "xor"}
