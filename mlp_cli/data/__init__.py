@@ -21,6 +21,8 @@ _EXPORTS = {
     "header": "readers",
     "label_text": "readers",
     "load_frame": "readers",
+    "load_frames": "readers",
+    "to_frame": "readers",
     "read_table": "readers",
     "reader_for": "readers",
     "Preprocessor": "prepare",

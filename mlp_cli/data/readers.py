@@ -1,4 +1,5 @@
-"""Reading CSV and Parquet files with pyarrow into typed column arrays, with errors that name file, column and row."""
+"""The table of file readers (CSV, Parquet; one class per format) and the `Frame` each of them yields: typed
+column arrays, whole or chunk by chunk, with errors that name file, column and row."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import numpy as np
 
 from mlp_cli.errors import DataError
 
-CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
-PARQUET_SUFFIXES = (".parquet", ".pq")
-
 
 def label_text(value) -> str:
     """A label as a CSV file writes it: booleans as true/false, everything else as str()."""
@@ -21,118 +19,231 @@ def label_text(value) -> str:
     return str(value)
 
 
-def file_kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    if name.endswith(PARQUET_SUFFIXES) or path.is_dir():
-        return "parquet"
-    raise DataError(
-        f"{path}: unsupported file type {''.join(path.suffixes) or '(no extension)'}; "
-        f"use CSV ({', '.join(CSV_SUFFIXES)}) or Parquet ({', '.join(PARQUET_SUFFIXES)})"
-    )
+class Reader:
+    """One file format: its column names, the whole file as a pyarrow Table, and the file in chunks.
+
+    `load_frame` turns either into the same `Frame`. A new format is one subclass and one entry in READERS.
+    """
+
+    kind = ""
+    suffixes: tuple[str, ...] = ()
+    row_word = "row"  # how a user counts the file's data rows in messages
+    first_number = 1  # the number a user gives the first data row
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.name.lower().endswith(cls.suffixes)
+
+    def check_exists(self) -> None:
+        if not self.path.exists():
+            raise DataError(f"data file not found: {self.path}")
+
+    def columns(self) -> list[str]:
+        """Column names without reading the data."""
+        raise NotImplementedError
+
+    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+        """The file as a pyarrow Table; a reader may parse `float_columns` straight to float32."""
+        raise NotImplementedError
+
+    def chunks(self, columns: list[str] | None = None):
+        """The file as consecutive pyarrow Tables, each small enough to hold while the next is read."""
+        yield self.table(columns)
 
 
-def where(origin: str, kind: str, row: int) -> str:
-    """A 0-based data row as the user counts it: CSV line (header is line 1) or 1-based Parquet row."""
-    return f"line {row + 2}" if kind == "csv" else f"row {row + 1}"
+class CsvReader(Reader):
+    kind = "csv"
+    suffixes = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv")
+    row_word = "line"
+    first_number = 2  # the header is line 1
+    chunk_bytes = 1 << 24  # text decoded per chunk; pyarrow's default block is 1 MiB
 
+    def check_exists(self) -> None:
+        super().check_exists()
+        if self.path.is_dir():
+            raise DataError(f"{self.path} is a folder, not a CSV file")
 
-def _rows_text(origin: str, kind: str, rows: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(where(origin, kind, int(r)).split(" ")[1] for r in rows[:limit])
-    unit = ("line" if kind == "csv" else "row") + ("s" if len(rows) > 1 else "")
-    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return f"{unit} {shown}{more}"
-
-
-def header(path: Path) -> list[str]:
-    """Column names without reading the data (cheap for both formats)."""
-    kind = file_kind(path)
-    _check_exists(path)
-    if kind == "parquet":
-        import pyarrow.dataset as ds
-
-        try:
-            return list(ds.dataset(str(path), format="parquet").schema.names)
-        except Exception as exc:  # pyarrow raises several types for a corrupt file
-            raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    try:
-        reader = pacsv.open_csv(str(path), parse_options=_parse_options(path))
-        return list(reader.schema.names)
-    except pa.ArrowInvalid as exc:
-        raise _csv_error(path, exc) from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-
-
-def read_table(path: Path, columns: list[str] | None = None, float_columns: list[str] = ()):
-    """The file as a pyarrow Table; `float_columns` are parsed straight to float32 (fast path, half the memory)."""
-    import pyarrow as pa
-
-    kind = file_kind(path)
-    _check_exists(path)
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            # pre_buffer=False reads column chunks as they are decoded instead of the whole file up front,
-            # which halves peak memory at the same speed.
-            table = pq.read_table(str(path), columns=columns, pre_buffer=False)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
-    else:
+    def _parse_options(self):
         import pyarrow.csv as pacsv
 
-        if path.stat().st_size == 0:
-            raise DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
-        convert = pacsv.ConvertOptions(
+        return pacsv.ParseOptions(delimiter="\t" if self.path.name.lower().endswith(".tsv") else ",")
+
+    def _error(self, exc: Exception) -> DataError:
+        text = str(exc)
+        if "Empty CSV file" in text:
+            return DataError(f"{self.path}: the file is empty; a CSV needs a header row and data rows")
+        return DataError(f"{self.path}: cannot parse as CSV: {text.splitlines()[0]}")
+
+    def columns(self) -> list[str]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self.check_exists()
+        try:
+            reader = pacsv.open_csv(str(self.path), parse_options=self._parse_options())
+            return list(reader.schema.names)
+        except pa.ArrowInvalid as exc:
+            raise self._error(exc) from None
+        except OSError as exc:
+            raise DataError(f"cannot read {self.path}: {exc}") from None
+
+    def _convert(self, columns, float_columns=()):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        return pacsv.ConvertOptions(
             include_columns=columns,
             column_types={c: pa.float32() for c in float_columns},
             # pyarrow keeps an empty cell of a text column as "", which would become a category or a class;
             # it is a missing value like an empty number cell, so data.missing must see it.
             strings_can_be_null=True,
         )
+
+    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self.check_exists()
+        if self.path.stat().st_size == 0:
+            raise DataError(f"{self.path}: the file is empty; a CSV needs a header row and data rows")
+        convert = self._convert(columns, float_columns)
         try:
             if float_columns:
                 # Streaming reader: a quarter of read_csv's peak memory at the same speed. It infers the types of
                 # the remaining (target, categorical) columns from the first block, so any surprise later falls
                 # back to read_csv below, which looks at the whole file.
-                table = pacsv.open_csv(str(path), parse_options=_parse_options(path), convert_options=convert).read_all()
+                table = pacsv.open_csv(str(self.path), parse_options=self._parse_options(), convert_options=convert).read_all()
             else:
-                table = pacsv.read_csv(str(path), parse_options=_parse_options(path), convert_options=convert)
+                table = pacsv.read_csv(str(self.path), parse_options=self._parse_options(), convert_options=convert)
         except pa.ArrowInvalid as exc:
             if float_columns and "conversion error" in str(exc).lower():
                 # A number column holds text somewhere: read it with type inference to name the value and row.
-                return read_table(path, columns)
-            raise _csv_error(path, exc) from None
+                return self.table(columns)
+            raise self._error(exc) from None
         except OSError as exc:
-            raise DataError(f"cannot read {path}: {exc}") from None
+            raise DataError(f"cannot read {self.path}: {exc}") from None
+        return _nonempty(self.path, table)
+
+    def chunks(self, columns: list[str] | None = None):
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        self.check_exists()
+        try:
+            reader = pacsv.open_csv(str(self.path), read_options=pacsv.ReadOptions(block_size=self.chunk_bytes),
+                                    parse_options=self._parse_options(), convert_options=self._convert(columns))
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        except pa.ArrowInvalid as exc:
+            raise self._error(exc) from None
+
+
+class ParquetReader(Reader):
+    kind = "parquet"
+    suffixes = (".parquet", ".pq")
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return super().claims(path) or path.is_dir()  # a folder of Parquet shards
+
+    def columns(self) -> list[str]:
+        import pyarrow.dataset as ds
+
+        self.check_exists()
+        try:
+            return list(ds.dataset(str(self.path), format="parquet").schema.names)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
+
+    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.check_exists()
+        try:
+            # pre_buffer=False reads column chunks as they are decoded instead of the whole file up front,
+            # which halves peak memory at the same speed.
+            table = pq.read_table(str(self.path), columns=columns, pre_buffer=False)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
+        return _nonempty(self.path, table)
+
+    def metadata(self):
+        """The footer of this one file (row groups, schema), parsed once by whoever keeps it."""
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_metadata(str(self.path))
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
+
+    def row_group(self, group: int, columns: list[str], metadata=None):
+        """One row group of this file as a Table; the file is opened for this read only."""
+        import pyarrow.parquet as pq
+
+        handle = pq.ParquetFile(str(self.path), metadata=metadata)
+        try:
+            return handle.read_row_group(group, columns=columns)
+        finally:
+            handle.close()
+
+    def chunks(self, columns: list[str] | None = None):
+        metadata = self.metadata()
+        for group in range(metadata.num_row_groups):
+            yield self.row_group(group, columns, metadata)
+
+
+# kind -> reader class, asked in order which one claims a path
+READERS: dict[str, type[Reader]] = {reader.kind: reader for reader in (CsvReader, ParquetReader)}
+
+
+def reader_for(path: Path) -> Reader:
+    for reader in READERS.values():
+        if reader.claims(path):
+            return reader(path)
+    raise DataError(
+        f"{path}: unsupported file type {''.join(path.suffixes) or '(no extension)'}; use "
+        + " or ".join(f"{_FORMAT_NAMES.get(kind, kind)} ({', '.join(reader.suffixes)})" for kind, reader in READERS.items())
+    )
+
+
+_FORMAT_NAMES = {"csv": "CSV", "parquet": "Parquet"}
+
+
+def file_kind(path: Path) -> str:
+    return reader_for(path).kind
+
+
+def _nonempty(path: Path, table):
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows (only a header); the table needs at least one row")
     return table
 
 
-def _parse_options(path: Path):
-    import pyarrow.csv as pacsv
-
-    return pacsv.ParseOptions(delimiter="\t" if path.name.lower().endswith(".tsv") else ",")
-
-
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"data file not found: {path}")
-    if path.is_dir() and file_kind(path) == "csv":
-        raise DataError(f"{path} is a folder, not a CSV file")
+def where(origin: str, kind: str, row: int) -> str:
+    """A 0-based data row as the user counts it: CSV line (header is line 1) or 1-based Parquet row."""
+    reader = READERS.get(kind, Reader)
+    return f"{reader.row_word} {row + reader.first_number}"
 
 
-def _csv_error(path: Path, exc: Exception) -> DataError:
-    text = str(exc)
-    if "Empty CSV file" in text:
-        return DataError(f"{path}: the file is empty; a CSV needs a header row and data rows")
-    return DataError(f"{path}: cannot parse as CSV: {text.splitlines()[0]}")
+def _rows_text(origin: str, kind: str, rows: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(where(origin, kind, int(r)).split(" ")[1] for r in rows[:limit])
+    unit = READERS.get(kind, Reader).row_word + ("s" if len(rows) > 1 else "")
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"{unit} {shown}{more}"
+
+
+def header(path: Path) -> list[str]:
+    """Column names without reading the data (cheap for both formats)."""
+    return reader_for(path).columns()
+
+
+def read_table(path: Path, columns: list[str] | None = None, float_columns: list[str] = ()):
+    """The file as a pyarrow Table; `float_columns` are parsed straight to float32 (fast path, half the memory)."""
+    return reader_for(path).table(columns, float_columns)
 
 
 def check_columns(path: Path, found: list[str], wanted: list[str], role: str) -> None:
@@ -212,15 +323,33 @@ def load_frame(
     has_target = target is not None and target in names
     numeric_names = [f for f in features if f not in categorical]
     columns = features + ([target] if has_target else [])
-    table = read_table(path, columns, float_columns=numeric_names if file_kind(path) == "csv" else ())
-    kind = file_kind(path)
-    numeric = _numeric_matrix(table, numeric_names, str(path), kind)
+    reader = reader_for(path)
+    table = reader.table(columns, float_columns=numeric_names)
+    return to_frame(table, str(path), reader.kind, numeric_names, categorical, target if has_target else None), features
+
+
+def to_frame(table, origin: str, kind: str, numeric_names: list[str], categorical: list[str], target: str | None,
+             rows: np.ndarray | None = None) -> Frame:
+    """A pyarrow Table (a whole file or one chunk of it) as a Frame; `rows` are its rows' positions in the file."""
+    first_row = int(rows[0]) if rows is not None and len(rows) else 0
+    numeric = _numeric_matrix(table, numeric_names, origin, kind, first_row)
     text = {c: _text_column(table, c) for c in categorical}
-    target_values = _target_column(table, target) if has_target else None
-    return Frame(str(path), kind, numeric, numeric_names, text, target_values), features
+    target_values = _target_column(table, target) if target is not None else None
+    return Frame(origin, kind, numeric, numeric_names, text, target_values, rows)
 
 
-def _numeric_matrix(table, names: list[str], origin: str, kind: str) -> np.ndarray:
+def load_frames(path: Path, features: list[str], categorical: list[str], target: str | None, reader: Reader | None = None):
+    """The file chunk by chunk as Frames (row groups for Parquet, blocks for CSV), with rows numbered in the file."""
+    reader = reader or reader_for(path)
+    numeric_names = [f for f in features if f not in categorical]
+    first = 0
+    for table in reader.chunks(features + ([target] if target is not None else [])):
+        rows = np.arange(first, first + table.num_rows)
+        first += table.num_rows
+        yield to_frame(table, str(path), reader.kind, numeric_names, categorical, target, rows)
+
+
+def _numeric_matrix(table, names: list[str], origin: str, kind: str, first_row: int = 0) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -229,7 +358,7 @@ def _numeric_matrix(table, names: list[str], origin: str, kind: str) -> np.ndarr
         column = table.column(name)
         kind_of = column.type
         if pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of):
-            raise DataError(_text_in_numeric(column, name, origin, kind))
+            raise DataError(_text_in_numeric(column, name, origin, kind, first_row))
         if pa.types.is_null(kind_of):
             column = pa.chunked_array([pa.nulls(len(column), pa.float32())])
         elif not (pa.types.is_integer(kind_of) or pa.types.is_floating(kind_of) or pa.types.is_boolean(kind_of) or pa.types.is_decimal(kind_of)):
@@ -257,7 +386,7 @@ def _numeric_matrix(table, names: list[str], origin: str, kind: str) -> np.ndarr
     return matrix
 
 
-def _text_in_numeric(column, name: str, origin: str, kind: str) -> str:
+def _text_in_numeric(column, name: str, origin: str, kind: str, first_row: int = 0) -> str:
     values = column.to_pylist()
     for row, value in enumerate(values):
         if value is None:
@@ -269,7 +398,7 @@ def _text_in_numeric(column, name: str, origin: str, kind: str) -> str:
             float(value)
         except ValueError:
             return (
-                f"{origin}: column {name!r} holds text, e.g. {value!r} at {where(origin, kind, row)}; "
+                f"{origin}: column {name!r} holds text, e.g. {value!r} at {where(origin, kind, first_row + row)}; "
                 f"features must be numbers: fix the value, or list {name!r} in data.categorical to one-hot encode it"
             )
     return f"{origin}: column {name!r} holds text; features must be numbers"

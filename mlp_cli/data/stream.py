@@ -15,7 +15,7 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.data.prepare import Dataset, Preprocessor
-from mlp_cli.data.readers import Frame, _numeric_matrix, _target_column, check_columns
+from mlp_cli.data.readers import Frame, ParquetReader, check_columns, to_frame
 from mlp_cli.data.rules import (
     check_regression_target,
     class_labels,
@@ -54,13 +54,13 @@ def uniform(ids: np.ndarray, seed: int) -> np.ndarray:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in ParquetReader.suffixes and p.is_file())
         if not files:
             raise DataError(f"{path}: no .parquet files in this folder")
         return files
     if not path.exists():
         raise DataError(f"data file not found: {path}")
-    if path.suffix.lower() not in (".parquet", ".pq"):
+    if path.suffix.lower() not in ParquetReader.suffixes:
         raise DataError(f"{path}: data.streaming reads Parquet (a file or a folder of shards), not {path.suffix or 'this file'}")
     return [path]
 
@@ -69,21 +69,17 @@ class ParquetSource:
     """The row groups of a Parquet file or folder and what role each of their rows plays."""
 
     def __init__(self, path: Path, config: Config, roles_from_hash: bool):
-        import pyarrow.parquet as pq
-
         self.config = config
         self.path = path
         self.roles_from_hash = roles_from_hash  # False for a test file: every row is a test row
         self.units: list[Unit] = []
         self.names: list[str] = []
-        self._metadata: dict = {}
+        self._files: dict[str, tuple[ParquetReader, object]] = {}  # path -> (reader, its parsed footer)
         offset = 0
         for file in _files(path):
-            try:
-                meta = pq.read_metadata(str(file))
-            except Exception as exc:  # pyarrow raises several types for a damaged file
-                raise DataError(f"{file}: not a readable Parquet file: {exc}") from None
-            self._metadata[str(file)] = meta
+            reader = ParquetReader(file)
+            meta = reader.metadata()
+            self._files[str(file)] = (reader, meta)
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
             if not self.names:
                 self.names = names
@@ -101,19 +97,12 @@ class ParquetSource:
         self.total_rows = offset
 
     def read(self, unit: Unit, features: list[str], target: str | None) -> Frame:
-        import pyarrow.parquet as pq
-
         columns = features + ([target] if target else [])
         # The footer is parsed once per file and kept; the file itself is opened per read, so a folder of
         # thousands of shards never holds thousands of descriptors.
-        handle = pq.ParquetFile(unit.path, metadata=self._metadata[unit.path])
-        try:
-            table = handle.read_row_group(unit.row_group, columns=columns)
-        finally:
-            handle.close()
-        numeric = _numeric_matrix(table, features, unit.path, "parquet")
-        target_values = _target_column(table, target) if target else None
-        return Frame(unit.path, "parquet", numeric, features, {}, target_values, unit.file_row + np.arange(unit.rows))
+        reader, meta = self._files[unit.path]
+        table = reader.row_group(unit.row_group, columns, meta)
+        return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows))
 
     def roles(self, unit: Unit) -> np.ndarray:
         """0 train, 1 validation, 2 test, for each row of the unit."""
