@@ -134,7 +134,7 @@ def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, s
 
     config = load_config(path, overrides)
     if config.data.streaming:
-        from mlp_cli.data.stream import fit_streaming
+        from mlp_cli.data import fit_streaming
 
         prep = fit_streaming(config)[0]
     else:

@@ -72,7 +72,7 @@ def evaluate_checkpoint(path: str | Path, data_path: str | Path | None = None, d
 def test_split(config: Config, prep: Preprocessor) -> Split:
     """The run's test rows, re-read and re-split with the stored seed, transformed by the stored preprocessor."""
     if config.data.streaming:
-        from mlp_cli.data.stream import streaming_split
+        from mlp_cli.data import streaming_split
 
         return streaming_split(config, prep, "test")
     train_frame, test_frame, _ = read_frames(config)

@@ -1,4 +1,4 @@
-"""From a config's data section to training-ready tensors: labels, splits, imputation, one-hot and scaling.
+"""The fitted `Preprocessor` (label map, categories, imputation, one-hot, scaling) and the in-memory splits.
 
 Everything fitted (label map, categories, means, scales) is fitted on the training split only and kept in a
 plain-data `Preprocessor`, which a checkpoint carries so that predictions on a new file get the same treatment.
