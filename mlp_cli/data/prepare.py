@@ -20,6 +20,7 @@ from mlp_cli.data.rules import (
     column_stats,
     count_labels,
     feature_scaling,
+    impute_means,
     label_values,
     sort_key,
     target_scaling,
@@ -278,10 +279,9 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         categorical[column] = sorted(seen)
     prep = Preprocessor(config.task, data.target, features, categorical, data.missing)
     if data.missing == "mean":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no mean; 0 below
-            means = np.nanmean(train.numeric.astype(np.float64), axis=0) if len(train) else []
-        prep.impute = {name: float(0.0 if np.isnan(m) else m) for name, m in zip(train.numeric_names, means)}
+        present = ~np.isnan(train.numeric)
+        sums = np.where(present, train.numeric, 0).sum(axis=0, dtype=np.float64)
+        prep.impute = impute_means(train.numeric_names, sums, present.sum(axis=0))
     if TASKS[config.task].classes:
         prep.labels = frame_labels(config, train)
     x = prep.inputs(train, scaled=False)

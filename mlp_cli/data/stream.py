@@ -21,6 +21,7 @@ from mlp_cli.data.rules import (
     class_labels,
     count_labels,
     feature_scaling,
+    impute_means,
     target_scaling,
     usable_rows,
 )
@@ -170,7 +171,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
     prep = Preprocessor(task, data.target, features, {}, data.missing)
     mean = total / np.maximum(present, 1)
     if data.missing == "mean":
-        prep.impute = {name: float(m) for name, m in zip(features, mean)}
+        prep.impute = impute_means(features, total, present)
     if data.standardize:
         # Imputed values sit at the mean, so they add nothing to the sum of squared deviations.
         variance = np.maximum(squares / np.maximum(present, 1) - mean * mean, 0) * present / n_train
