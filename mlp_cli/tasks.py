@@ -89,15 +89,19 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "regression": Task(
-        "regression", "mse", False, None, True, "float32", "r2", "mean", "output", "regression of {target}",
-        _squeezed, None, None, _mean_prior,
+        name="regression", default_loss="mse", classes=False, n_classes=None, one_output=True, target_dtype="float32",
+        main_metric="r2", baseline="mean", output_noun="output", summary="regression of {target}",
+        squeeze=_squeezed, probabilities=None, predict=None, prior=_mean_prior,
     ),
     "binary": Task(
-        "binary", "bce", True, 2, True, "float32", "accuracy", "majority", "logit", "binary ({slash})",
-        _squeezed, _logit_probabilities, _positive_logit, _logit_prior,
+        name="binary", default_loss="bce", classes=True, n_classes=2, one_output=True, target_dtype="float32",
+        main_metric="accuracy", baseline="majority", output_noun="logit", summary="binary ({slash})",
+        squeeze=_squeezed, probabilities=_logit_probabilities, predict=_positive_logit, prior=_logit_prior,
     ),
     "multiclass": Task(
-        "multiclass", "cross_entropy", True, None, False, "int64", "accuracy", "majority", "classes", "{n} classes ({comma})",
-        _as_is, _softmax_probabilities, _argmax, _log_prior,
+        name="multiclass", default_loss="cross_entropy", classes=True, n_classes=None, one_output=False,
+        target_dtype="int64", main_metric="accuracy", baseline="majority", output_noun="classes",
+        summary="{n} classes ({comma})",
+        squeeze=_as_is, probabilities=_softmax_probabilities, predict=_argmax, prior=_log_prior,
     ),
 }

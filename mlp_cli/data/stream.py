@@ -75,12 +75,12 @@ class ParquetSource:
         self.roles_from_hash = roles_from_hash  # False for a test file: every row is a test row
         self.units: list[Unit] = []
         self.names: list[str] = []
-        self._files: dict[str, tuple[ParquetReader, object]] = {}  # path -> (reader, its parsed footer)
+        self._readers: dict[str, tuple[ParquetReader, object]] = {}  # path -> (reader, its parsed footer)
         offset = 0
         for file in _files(path):
             reader = ParquetReader(file)
             meta = reader.metadata()
-            self._files[str(file)] = (reader, meta)
+            self._readers[str(file)] = (reader, meta)
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
             if not self.names:
                 self.names = names
@@ -101,7 +101,7 @@ class ParquetSource:
         columns = features + ([target] if target else [])
         # The footer is parsed once per file and kept; the file itself is opened per read, so a folder of
         # thousands of shards never holds thousands of descriptors.
-        reader, meta = self._files[unit.path]
+        reader, meta = self._readers[unit.path]
         table = reader.row_group(unit.row_group, columns, meta)
         return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows))
 
