@@ -939,7 +939,7 @@ def columnar_predictions_csv(checkpoint: Path, data_path: Path) -> bytes:
 
     from mlp_cli.data import load_for_model
     from mlp_cli.evaluate import EVAL_BATCH, load_checkpoint_model, model_outputs
-    from mlp_cli.table import label_text
+    from mlp_cli.data import label_text
 
     _, config, model, prep = load_checkpoint_model(checkpoint)
     frame = load_for_model(prep, Path(data_path), target_required=False)

@@ -130,10 +130,11 @@ def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, s
     """Input width from the data's columns, output width from its classes; reads the data, never imports torch."""
     from mlp_cli.config import load_config
     from mlp_cli.data import fit, read_frames, split_frames
+    from mlp_cli.tasks import TASKS
 
     config = load_config(path, overrides)
     if config.data.streaming:
-        from mlp_cli.stream import fit_streaming
+        from mlp_cli.data import fit_streaming
 
         prep = fit_streaming(config)[0]
     else:
@@ -141,7 +142,7 @@ def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, s
         parts = split_frames(config, train_frame, test_frame)
         prep, _ = fit(config, parts["train"], features)
     widths = [prep.n_inputs, *config.model.hidden, prep.n_outputs]
-    what = f"{len(prep.labels)} classes" if config.task == "multiclass" else ("1 logit" if config.task == "binary" else "1 output")
+    what = f"{prep.n_outputs} {TASKS[config.task].output_noun}"
     return widths, config.model.batch_norm, f"{path}: {prep.n_inputs} inputs → {what}"
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlp_cli.tasks import TASKS as TASK_TABLE
+
 # name -> torch.nn class; `saturates` marks units whose gradient vanishes at both ends (diagnostics).
 ACTIVATIONS: dict[str, str] = {
     "relu": "ReLU",
@@ -23,7 +25,7 @@ ACTIVATIONS: dict[str, str] = {
 SATURATING = frozenset({"tanh", "sigmoid"})
 RECTIFYING = frozenset({"relu"})
 
-TASKS = ("regression", "binary", "multiclass")
+TASKS = tuple(TASK_TABLE)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ LOSSES: dict[str, LossSpec] = {
         "(binary uses bce, a continuous target uses mse, mae or huber)",
     ),
 }
-DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
+DEFAULT_LOSS = {name: task.default_loss for name, task in TASK_TABLE.items()}
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "cosine", "step", "plateau")

@@ -20,6 +20,7 @@ import torch.nn as nn
 from mlp_cli.components import RECTIFYING, SATURATING
 from mlp_cli.files import write_csv
 from mlp_cli.model import linear_layers
+from mlp_cli.tasks import TASKS
 
 COLUMNS = ("epoch", "layer", "units", "grad_norm", "weight_norm", "grad_weight_ratio", "backprop_norm", "act_mean", "act_std", "inactive_fraction")
 VANISHING = 1e-2  # first layer's error signal below 1 % of the output layer's
@@ -51,7 +52,7 @@ class Diagnostics:
             model.eval()
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
                 out = model(x)
-                out = out.squeeze(-1) if self.task != "multiclass" else out
+                out = TASKS[self.task].squeeze(out)
                 loss = loss_fn(out.float(), y) / len(x)
                 weights = [layer.weight for layer in self.linears]
                 grads = torch.autograd.grad(loss, weights + pre)

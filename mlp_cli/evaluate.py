@@ -11,18 +11,18 @@ import torch
 from mlp_cli import checkpoint
 from mlp_cli.components import loss_function
 from mlp_cli.config import Config
-from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
+from mlp_cli.data import Preprocessor, Split, label_text, load_for_model, read_frames, split_frames, to_split
 from mlp_cli.device import resolve_device
 from mlp_cli.files import csv_line
 from mlp_cli.metrics import Accumulator
-from mlp_cli.table import label_text
+from mlp_cli.tasks import TASKS
 
 EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
 
 
 def model_outputs(model: torch.nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
     out = model(x)
-    return out.squeeze(-1) if task != "multiclass" else out
+    return TASKS[task].squeeze(out)
 
 
 def autocast(device: torch.device, precision: str):
@@ -73,7 +73,7 @@ def evaluate_checkpoint(path: str | Path, data_path: str | Path | None = None, d
 def test_split(config: Config, prep: Preprocessor) -> Split:
     """The run's test rows, re-read and re-split with the stored seed, transformed by the stored preprocessor."""
     if config.data.streaming:
-        from mlp_cli.stream import streaming_split
+        from mlp_cli.data import streaming_split
 
         return streaming_split(config, prep, "test")
     train_frame, test_frame, _ = read_frames(config)
@@ -108,13 +108,9 @@ def prediction_table(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.
         full[rows] = values
         return pa.array(full, mask=~present)
 
-    if task == "regression":
+    if not TASKS[task].classes:
         return pa.table({"prediction": column(prep.unscale_target(out.double()).numpy())})
-    if task == "binary":
-        p1 = torch.sigmoid(out.double())
-        probs = torch.stack([1 - p1, p1], dim=1)
-    else:
-        probs = torch.softmax(out.double(), dim=1)
+    probs = TASKS[task].probabilities(out)
     names = np.array([label_text(label) for label in prep.labels], dtype=object)
     table = {"prediction": column(names[probs.argmax(dim=1).numpy()])}
     # Six decimals is finer than any model here is sure of, and keeps the file readable.

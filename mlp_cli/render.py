@@ -7,8 +7,9 @@ import math
 from rich.table import Table
 from rich.text import Text
 
+from mlp_cli.data import label_text
 from mlp_cli.params import LayerCount, total
-from mlp_cli.table import label_text
+from mlp_cli.tasks import TASKS, Task
 
 
 def params_table(layers: list[LayerCount], title: str | None = None) -> Table:
@@ -39,6 +40,12 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def describe_task(task: Task, labels: list, target: str | None) -> str:
+    """The task in a few words for the training header, in the user's labels."""
+    names = [label_text(label) for label in labels]
+    return task.summary.format(n=len(labels), comma=", ".join(names), slash=" / ".join(names), target=target or "y")
+
+
 SUMMARY_KEYS = {
     "classification": ("accuracy", "balanced_accuracy", "macro_f1", "kappa", "loss", "n"),
     "regression": ("r2", "rmse", "mae", "mse", "loss", "n"),
@@ -47,7 +54,7 @@ SUMMARY_KEYS = {
 
 def metrics_tables(metrics: dict, task: str, title: str, baselines: dict | None = None) -> list[Table]:
     """The headline metrics (with baselines beside them), per-class scores and the confusion matrix."""
-    kind = "regression" if task == "regression" else "classification"
+    kind = TASKS[task].metrics_kind
     keys = SUMMARY_KEYS[kind]
     head = Table(title=title, title_justify="left", box=None, pad_edge=False)
     head.add_column("metric")

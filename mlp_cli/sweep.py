@@ -10,7 +10,7 @@ from pathlib import Path
 from mlp_cli.config import Config, load_config
 from mlp_cli.errors import MLPError, RunError, TrainingInterrupted
 from mlp_cli import files
-from mlp_cli.metrics import MAIN_METRIC
+from mlp_cli.tasks import TASKS
 
 # Keys whose value changes the rows or their preparation: the data must then be loaded again for each run.
 DATA_KEYS = ("task", "data", "train.seed")
@@ -59,7 +59,7 @@ def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], 
         shutil.rmtree(base)
     base.mkdir(parents=True, exist_ok=True)
     shared = None if key.startswith(DATA_KEYS) else load_dataset(configs[0])
-    metric = MAIN_METRIC[configs[0].task]
+    metric = TASKS[configs[0].task].main_metric
     result = SweepResult(key, metric, folder=base)
     for index, (value, config) in enumerate(zip(values, configs)):
         run_dir = base / f"{index:02d}-{folder_name(value)}"
