@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlp_cli import checkpoint
+from mlp_cli import checkpoint, predictions
 from mlp_cli.components import loss_function
 from mlp_cli.config import Config
 from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
 from mlp_cli.device import resolve_device
 from mlp_cli.metrics import Accumulator
-from mlp_cli.table import label_text
 
 EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
 
@@ -95,46 +94,17 @@ def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
 
 
 def prediction_table(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.ndarray, n_source: int):
-    """Column `prediction` (user labels or target units) and, for classification, `prob_<label>` per class: the
-    soft label, whose argmax is the hard one."""
-    import pyarrow as pa
-
-    present = np.zeros(n_source, dtype=bool)
-    present[rows] = True
-
-    def column(values: np.ndarray):
-        full = np.zeros(n_source, dtype=values.dtype) if values.dtype != object else np.full(n_source, "", dtype=object)
-        full[rows] = values
-        return pa.array(full, mask=~present)
-
+    """The model's raw outputs as the shared prediction table: softmax, sigmoid or unscaling in float64 first."""
     if task == "regression":
-        return pa.table({"prediction": column(prep.unscale_target(out.double()).numpy())})
-    if task == "binary":
+        values = prep.unscale_target(out.double())
+    elif task == "binary":
         p1 = torch.sigmoid(out.double())
-        probs = torch.stack([1 - p1, p1], dim=1)
+        values = torch.stack([1 - p1, p1], dim=1)
     else:
-        probs = torch.softmax(out.double(), dim=1)
-    names = np.array([label_text(label) for label in prep.labels], dtype=object)
-    table = {"prediction": column(names[probs.argmax(dim=1).numpy()])}
-    # Six decimals is finer than any model here is sure of, and keeps the file readable.
-    rounded = np.round(probs.numpy(), 6)
-    for j, name in enumerate(names):
-        table[f"prob_{name}"] = column(rounded[:, j])
-    return pa.table(table)
+        values = torch.softmax(out.double(), dim=1)
+    return predictions.prediction_table(task, prep.labels, values.numpy(), rows, n_source)
 
 
 def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu") -> bytes:
     """Predictions as CSV bytes, one line per input row in input order; rows dropped for missing values stay blank."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    table = predict(path, data_path, device)
-    sink = pa.BufferOutputStream()
-    # pyarrow quotes every header name; write the header as a person would, and let pyarrow write the rows.
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    header = ",".join(_csv_name(name) for name in table.column_names) + "\n"
-    return header.encode() + sink.getvalue().to_pybytes()
-
-
-def _csv_name(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text
+    return predictions.csv_bytes(predict(path, data_path, device))
