@@ -94,15 +94,18 @@ def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
 
 
 def prediction_table(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.ndarray, n_source: int):
-    """The model's raw outputs as the shared prediction table: softmax, sigmoid or unscaling in float64 first."""
+    """The model's raw outputs as the shared prediction table."""
+    return predictions.prediction_table(task, prep.labels, output_values(task, prep, out), rows, n_source)
+
+
+def output_values(task: str, prep: Preprocessor, out: torch.Tensor) -> np.ndarray:
+    """Raw outputs to probabilities [rows, classes] (binary: two columns) or target units, in float64."""
     if task == "regression":
-        values = prep.unscale_target(out.double())
-    elif task == "binary":
+        return prep.unscale_target(out.double()).numpy()
+    if task == "binary":
         p1 = torch.sigmoid(out.double())
-        values = torch.stack([1 - p1, p1], dim=1)
-    else:
-        values = torch.softmax(out.double(), dim=1)
-    return predictions.prediction_table(task, prep.labels, values.numpy(), rows, n_source)
+        return torch.stack([1 - p1, p1], dim=1).numpy()
+    return torch.softmax(out.double(), dim=1).numpy()
 
 
 def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu") -> bytes:
