@@ -203,6 +203,8 @@ def check_output(checkpoint_path: Path, output: Path | None) -> Path:
         raise ExportError(f"{output} is the checkpoint itself; pick another file name")
     if not output.parent.is_dir():
         raise ExportError(f"{output}: folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise ExportError(f"{output}: cannot write into folder {output.parent} (no permission)")
     return output
 
 
