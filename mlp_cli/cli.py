@@ -272,6 +272,9 @@ def predict(
     """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class.
 
     A `.onnx` file written by `mlp export` is run through onnxruntime, without torch."""
+    for given in (checkpoint, data):
+        if output is not None and output.exists() and given.exists() and output.resolve() == given.resolve():
+            raise MLPError(f"-o {output} is the input {given} itself; pick another file name")
     if checkpoint.suffix.lower() == ".onnx":
         from mlp_cli.onnx_model import predictions_csv as onnx_predictions_csv
 
@@ -304,13 +307,13 @@ def export_command(
     onnxruntime matches torch on real rows at batch sizes 1, 7 and all; figures go to <name>.export.json."""
     from mlp_cli.onnx_model import require
 
-    for module in ("onnx", "onnxscript", "onnxruntime"):
-        require(module)  # before torch loads: a missing extra is one line, at once
-    from mlp_cli.export import export_model, report_path
-
-    if not json_out:
-        err.print("exporting (torch.export, then onnxruntime against torch) ...", highlight=False)
     try:
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module)  # before torch loads: a missing extra is one line, at once
+        from mlp_cli.export import export_model, report_path
+
+        if not json_out:
+            err.print("exporting (torch.export, then onnxruntime against torch) ...", highlight=False)
         report = export_model(checkpoint, output, data)
     except KeyboardInterrupt:
         raise TrainingInterrupted("export interrupted; nothing was written", 2) from None

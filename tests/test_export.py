@@ -299,3 +299,14 @@ def test_read_only_folder_is_refused_before_exporting(exported, tmp_path):
     finally:
         folder.chmod(0o700)
     assert result.exit_code == 1 and "cannot write" in result.output
+
+
+def test_predict_refuses_to_write_over_its_inputs(exported, tmp_path):
+    case = exported["binary"]
+    before = case["model"].read_bytes()
+    alias = tmp_path / "alias.csv"
+    alias.symlink_to(case["data"])
+    for model, output in [(case["model"], case["model"]), (case["checkpoint"], case["checkpoint"]), (case["model"], alias)]:
+        result = run_cli("predict", model, case["data"], "-o", output)
+        assert result.exit_code == 2 and "itself; pick another file name" in result.output
+    assert case["model"].read_bytes() == before and case["data"].read_text().startswith("f0,")
