@@ -91,8 +91,10 @@ def logit_bound(model: nn.Sequential, x: np.ndarray) -> np.ndarray:
                 e = e @ np.abs(w).T + _gamma(k) * (np.abs(h) @ np.abs(w).T + np.abs(b))
                 h = h @ w.T + b
             elif isinstance(layer, nn.BatchNorm1d):
-                s = (layer.weight / torch.sqrt(layer.running_var + layer.eps)).detach().double().numpy()
-                shift = layer.bias.detach().double().numpy() - layer.running_mean.detach().double().numpy() * s
+                var, mu = layer.running_var, layer.running_mean
+                assert var is not None and mu is not None  # the model's BatchNorm always tracks running statistics
+                s = (layer.weight / torch.sqrt(var + layer.eps)).detach().double().numpy()
+                shift = layer.bias.detach().double().numpy() - mu.detach().double().numpy() * s
                 e = e * np.abs(s) + _gamma(3) * (np.abs(h * s) + np.abs(shift))
                 h = h * s + shift
             elif isinstance(layer, nn.Dropout):
@@ -140,10 +142,10 @@ def parity_rows(config, prep: Preprocessor, data: Path | None) -> tuple[np.ndarr
     except DataError as exc:
         raise ExportError(f"cannot re-read the run's test rows for the parity check ({exc}); pass --data FILE") from None
     for role in ("test", "val", "train"):
-        frame = parts.get(role)
-        if frame is not None and len(frame):
-            raw = raw_inputs(prep, frame).copy()
-            return raw, prep.inputs(frame), f"the run's {role} split ({len(frame):,} rows)"
+        rows = parts.get(role)
+        if rows is not None and len(rows):
+            raw = raw_inputs(prep, rows).copy()
+            return raw, prep.inputs(rows), f"the run's {role} split ({len(rows):,} rows)"
     raise ExportError("the run has no rows to check parity on; pass --data FILE")
 
 
@@ -190,6 +192,7 @@ def onnx_proto(module: Exportable, n_inputs: int):
             )
     finally:
         quiet.setLevel(level)
+    assert program is not None  # returned whenever no file name is given
     return program.model_proto
 
 
@@ -250,6 +253,7 @@ def export_model(checkpoint_path: str | Path, output: str | Path | None = None, 
     )
     blob = proto.SerializeToString()
 
+    tmp_name: str | None
     fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{output.name}.", suffix=".onnx", dir=output.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
