@@ -87,7 +87,8 @@ def logit_bound(model: nn.Sequential, x: np.ndarray) -> np.ndarray:
         for layer in model:
             if isinstance(layer, nn.Linear):
                 w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
-                k = layer.in_features + 1
+                # fan-in + bias, + 1 more rounding: the exporter folds a following BatchNorm into this Gemm's weights.
+                k = layer.in_features + 2
                 e = e @ np.abs(w).T + _gamma(k) * (np.abs(h) @ np.abs(w).T + np.abs(b))
                 h = h @ w.T + b
             elif isinstance(layer, nn.BatchNorm1d):
