@@ -270,10 +270,22 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write CSV here instead of stdout.")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class."""
-    from mlp_cli.evaluate import predictions_csv
+    """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class.
 
-    data_bytes = predictions_csv(checkpoint, data, device)
+    A `.onnx` file written by `mlp export` is run through onnxruntime, without torch."""
+    for given in (checkpoint, data):
+        if output is not None and output.exists() and given.exists() and output.resolve() == given.resolve():
+            raise MLPError(f"-o {output} is the input {given} itself; pick another file name")
+    if checkpoint.suffix.lower() == ".onnx":
+        from mlp_cli.onnx_model import predictions_csv as onnx_predictions_csv
+
+        if device != "cpu":
+            raise MLPError(f"--device {device}: an ONNX model runs through onnxruntime on the CPU here")
+        data_bytes = onnx_predictions_csv(checkpoint, data)
+    else:
+        from mlp_cli.evaluate import predictions_csv
+
+        data_bytes = predictions_csv(checkpoint, data, device)
     if output is None:
         sys.stdout.buffer.write(data_bytes) if hasattr(sys.stdout, "buffer") else sys.stdout.write(data_bytes.decode())
         return
@@ -282,6 +294,37 @@ def predict(
     write_atomic(output, lambda handle: handle.write(data_bytes))
     lines = data_bytes.count(b"\n") - 1
     err.print(f"wrote {lines:,} predictions to {output}", highlight=False)
+
+
+@app.command("export")
+@handles_errors()
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt written by mlp train.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .onnx file to write (default: model.onnx beside the checkpoint).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet rows for the parity check; default: the run's test split.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export to one self-contained ONNX file (raw columns in, probabilities or predictions out), kept only if
+    onnxruntime matches torch on real rows at batch sizes 1, 7 and all; figures go to <name>.export.json."""
+    from mlp_cli.onnx_model import require
+
+    try:
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module)  # before torch loads: a missing extra is one line, at once
+        from mlp_cli.export import export_model, report_path
+
+        if not json_out:
+            err.print("exporting (torch.export, then onnxruntime against torch) ...", highlight=False)
+        report = export_model(checkpoint, output, data)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("export interrupted; nothing was written", 2) from None
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    from mlp_cli.render import export_table
+
+    out.print(export_table(report))
+    err.print(Text(f"wrote {report['model']} ({report['bytes']:,} bytes) and {report_path(Path(report['model']))}"), highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- course tools

@@ -125,3 +125,25 @@ def sweep_row_table(result) -> Table:
     for row in result.rows:
         table.add_row(row.value, f"{row.params:,}", str(row.epochs), fmt(row.train_loss), fmt(row.test_loss), fmt(row.train_metric), fmt(row.test_metric))
     return table
+
+
+def export_table(report: dict) -> Table:
+    """The parity gate's figures: one row per batch size, against the derived tolerance."""
+    title = Text(
+        f"{report['model']}: {report['bytes']:,} bytes, opset {report['opset']}, {report['rows']:,} rows from "
+        f"{report['rows_from']}; tolerance up to {report['tolerance']['max']:.3g} (median {report['tolerance']['median']:.3g})"
+    )
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    table.add_column("batch")
+    table.add_column("rows", justify="right")
+    table.add_column("max |diff|", justify="right")
+    table.add_column("/ tolerance", justify="right")
+    classified = report["task"] != "regression"
+    if classified:
+        table.add_column("argmax differs", justify="right")
+    for name, entry in report["batches"].items():
+        row = [name, f"{entry['rows']:,}", f"{entry['max_abs_diff']:.3g}", f"{entry['max_diff_over_tolerance']:.3g}"]
+        if classified:
+            row.append(str(entry["argmax_mismatches"]))
+        table.add_row(*row)
+    return table

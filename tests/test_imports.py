@@ -15,17 +15,19 @@ PACKAGE = Path(mlp_cli.__file__).parent
 LAYERS = {
     "mlp_cli": 0,  # the package itself holds only __version__
     "errors": 1,
-    "files": 2, "tasks": 2, "device": 2,
+    "files": 2, "tasks": 2, "device": 2, "signals": 2, "state": 2,
     "params": 3, "components": 3,
     "config": 4,
+    "callback": 5,
     "distributed": 5,
     "model": 6,
     "data.readers": 6, "data.rules": 7, "data.prepare": 8, "data.synthetic": 8, "data.stream": 9, "data.load": 10,
     "data": 11,  # the façade re-exporting the public names
-    "metrics": 12, "diagnostics": 12,
-    "checkpoint": 13, "baselines": 13,
+    "metrics": 12, "diagnostics": 12, "predictions": 12,
+    "checkpoint": 13, "baselines": 13, "onnx_model": 13,
+    "rundir": 14,
     "evaluate": 14,
-    "train": 15, "plot": 15,
+    "train": 15, "plot": 15, "export": 15,
     "render": 16, "sweep": 16,
     "reporter": 17,
     "cli": 18,
