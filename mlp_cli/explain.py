@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from mlp_cli.components import loss_function
-from mlp_cli.data import Preprocessor, Split, load_for_model, to_split
+from mlp_cli.data import Preprocessor, Split, label_text, load_for_model, to_split
 from mlp_cli.errors import MLPError
 from mlp_cli.evaluate import load_checkpoint_model, model_outputs, test_split
 from mlp_cli.metrics import MAIN_METRIC, predicted_classes
+from mlp_cli.tasks import TASKS
 
 METHODS = ("permutation", "integrated_gradients")
 DEFAULT_ROWS = 2000  # enough for a stable ranking, quick on a laptop CPU
@@ -150,8 +151,8 @@ def _scores(task: str, out: torch.Tensor, y: torch.Tensor, loss_fn, repeats: int
     # One loss call for all repeats: the same torch loss without the batch sum, then a mean per repeat.
     per_row = type(loss_fn)(reduction="none")(out, y.repeat(repeats)).reshape(repeats, -1)
     losses = per_row.double().sum(dim=1).div(n).cpu().numpy()
-    out = out.reshape(repeats, n, -1) if task == "multiclass" else out.reshape(repeats, n)
-    if task == "regression":
+    out = out.reshape(repeats, n, -1) if not TASKS[task].one_output else out.reshape(repeats, n)
+    if not TASKS[task].classes:
         # R² is unchanged by the target's affine scaling, so model space gives the score in the user's units.
         residual = ((out.double() - y.double()) ** 2).sum(dim=1)
         total = ((y.double() - y.double().mean()) ** 2).sum()
@@ -214,7 +215,7 @@ def attributed_output(model, x: torch.Tensor, task: str, classes: torch.Tensor |
     """The scalar per row being explained: the logit of the class predicted at the input (multiclass), the single
     logit (binary) or the standardized prediction (regression)."""
     out = model(x)
-    if task == "multiclass":
+    if not TASKS[task].one_output:  # one logit per class: the predicted one
         assert classes is not None
         return out.gather(1, classes.unsqueeze(1)).squeeze(1)
     return out.squeeze(-1)
@@ -271,7 +272,7 @@ def ig_importance(model, task: str, prep: Preprocessor, split: Split, blocks, st
             # (taken over the explained rows, as the checkpoint keeps no training shares).
             baseline[:, cols] = x[:, cols].mean(dim=0)
     classes = None
-    if task == "multiclass":
+    if not TASKS[task].one_output:
         with torch.no_grad():
             classes = model(x).argmax(dim=1)
     steps = start_steps
@@ -290,9 +291,7 @@ def ig_importance(model, task: str, prep: Preprocessor, split: Split, blocks, st
         for j, (name, _) in enumerate(blocks)
     ]
     per_class = {}
-    if task == "multiclass":
-        from mlp_cli.table import label_text
-
+    if not TASKS[task].one_output:
         assert prep.labels is not None and classes is not None
         for c, label in enumerate(prep.labels):
             rows = (classes.cpu() == c)

@@ -98,7 +98,7 @@ def _curves(plt, run_dir: Path, out_dir: Path) -> Path:
 
 
 def _confusion(plt, metrics: dict, out_dir: Path) -> Path:
-    from mlp_cli.table import label_text
+    from mlp_cli.data import label_text
 
     matrix = np.array(metrics["confusion_matrix"])
     labels = [label_text(v) for v in metrics["labels"]]
@@ -123,8 +123,9 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
     """Decision regions for 2 numeric inputs; the fitted curve over the data for 1 numeric input."""
     import torch
 
+    from mlp_cli.data import Frame
     from mlp_cli.evaluate import load_checkpoint_model, test_split
-    from mlp_cli.table import Frame
+    from mlp_cli.tasks import TASKS
 
     _, config, model, prep = load_checkpoint_model(checkpoint_path)
     if prep.categorical or len(prep.features) not in (1, 2):
@@ -159,7 +160,8 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
         lo, hi = raw.min(axis=0) - pad, raw.max(axis=0) + pad
         xs, ys = np.meshgrid(np.linspace(lo[0], hi[0], 250), np.linspace(lo[1], hi[1], 250))
         out = predict(np.c_[xs.ravel(), ys.ravel()])
-        classes = (out.squeeze(-1) > 0).long() if config.task == "binary" else out.argmax(dim=1)
+        task = TASKS[config.task]
+        classes = task.predict(task.squeeze(out))
         k = len(prep.labels)
         ax.contourf(xs, ys, classes.numpy().reshape(xs.shape), alpha=0.25, cmap="coolwarm", levels=np.arange(k + 1) - 0.5, vmin=0, vmax=k - 1)
         ax.scatter(raw[:, 0], raw[:, 1], c=y, s=6, cmap="coolwarm", vmin=0, vmax=k - 1, edgecolors="none")
