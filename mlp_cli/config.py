@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlp_cli.components import ACTIVATIONS, DEFAULT_LOSS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from mlp_cli.errors import ConfigError, MLPWarning
+from mlp_cli.tasks import TASKS as TASK_TABLE
 
 Task = Literal[TASKS]  # type: ignore[valid-type]
 Activation = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
@@ -435,7 +436,7 @@ def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
         if isinstance(model, dict) and model.get("batch_norm") is True and isinstance(batch, int) and 0 < batch < 2:
             problems.append(f"{located.find(('train', 'batch_size'))}: model.batch_norm needs train.batch_size >= 2 "
                             "(a batch of one row has no variance to normalize by)")
-        if data.get("standardize_target") is True and task in ("binary", "multiclass"):
+        if data.get("standardize_target") is True and task in TASK_TABLE and TASK_TABLE[task].classes:
             problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
     problems.extend(_search_checks(raw, located, origin))
     return problems
