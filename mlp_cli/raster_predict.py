@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlp_cli.data import Preprocessor
+from mlp_cli.data import Preprocessor, label_text
 from mlp_cli.errors import DataError
-from mlp_cli.evaluate import autocast, load_checkpoint_model, model_outputs
+from mlp_cli.evaluate import autocast, load_checkpoint_model, model_outputs, output_values
 from mlp_cli.files import TEMP_PREFIX
 from mlp_cli.raster import (
     band_names,
@@ -28,7 +28,7 @@ from mlp_cli.raster import (
     require_geo,
     window_frame,
 )
-from mlp_cli.table import label_text
+from mlp_cli.tasks import TASKS
 
 TILE = 256  # output block side: 65,536 pixels per forward pass
 
@@ -54,7 +54,7 @@ class Encoding:
 
 
 def encoding(prep: Preprocessor, proba: bool) -> Encoding:
-    if prep.task == "regression":
+    if not TASKS[prep.task].classes:
         return Encoding("float32", float("nan"), None, None)
     labels = prep.labels
     integer = all(type(label) is int for label in labels)
@@ -114,10 +114,11 @@ def predict_map(
     enc = encoding(prep, proba)
     with gdal_env(), open_raster(raster) as src:
         indexes = match_bands(prep, band_names(src), raster)
-        out_names = ["class" if prep.task != "regression" else (prep.target or "value")]
-        if confidence and prep.task != "regression":
+        classes = TASKS[prep.task].classes
+        out_names = ["class" if classes else (prep.target or "value")]
+        if confidence and classes:
             out_names.append("confidence")
-        if proba and prep.task != "regression":
+        if proba and classes:
             out_names += [f"prob_{label_text(label)}" for label in prep.labels]
         profile = {
             "driver": "GTiff", "width": src.width, "height": src.height, "count": len(out_names), "dtype": enc.dtype,
@@ -155,27 +156,24 @@ def predict_map(
 
 
 def _fill(flat: np.ndarray, rows: np.ndarray, out: torch.Tensor, prep: Preprocessor, enc: Encoding, confidence: bool, proba: bool) -> None:
-    if prep.task == "regression":
-        flat[0, rows] = prep.unscale_target(out.double()).numpy()
+    values = output_values(prep.task, prep, out)  # target units, or probabilities [rows, classes]
+    if not TASKS[prep.task].classes:
+        flat[0, rows] = values
         return
-    if prep.task == "binary":
-        p1 = torch.sigmoid(out.double())
-        probs = torch.stack([1 - p1, p1], dim=1)
-    else:
-        probs = torch.softmax(out.double(), dim=1)
-    top, index = probs.max(dim=1)
-    flat[0, rows] = enc.codes[index.numpy()]
+    probs, index = values, values.argmax(axis=1)
+    top = probs[np.arange(len(index)), index]
+    flat[0, rows] = enc.codes[index]
     band = 1
     if confidence:
-        value = top.numpy() * 100
+        value = top * 100
         flat[band, rows] = value if enc.dtype == "float32" else np.round(value)
         band += 1
     if proba:
-        flat[band : band + probs.shape[1], rows] = probs.numpy().T
+        flat[band : band + probs.shape[1], rows] = probs.T
 
 
 def _describe_classes(dst, prep: Preprocessor, enc: Encoding) -> None:
-    if prep.task == "regression":
+    if not TASKS[prep.task].classes:
         dst.update_tags(1, target=prep.target or "")
         return
     if enc.names is not None:  # band 1 holds indices: say what each one means, and colour them

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mlp_cli.config import load_config
 from mlp_cli.data import load_dataset, read_frames, split_frames
 from mlp_cli.errors import ConfigError, DataError
-from mlp_cli.groups import group_split_indices
+from mlp_cli.data.groups import group_split_indices
 
 
 def polygons(n_groups: int, classes: int, seed: int, sizes=(5, 60)):
