@@ -9,7 +9,7 @@ Usage:
     python benchmarks/bench.py --list           # the section names
 
 Sections:
-    a  mlp's training epoch (Trainer._train_epoch) vs a minimal hand-written PyTorch loop; plus mlp's full epoch
+    a  mlp's training epoch (Trainer.train_epoch) vs a minimal hand-written PyTorch loop; plus mlp's full epoch
        (validation + checkpoints) and Trainer.run() wall time per epoch
     b  the same vs a DataLoader(TensorDataset) loop
     c  vs scikit-learn MLPClassifier per epoch: satimage 36-64-64-6 (batch 128) and a synthetic 200k x 54 table
@@ -221,7 +221,7 @@ class Workload:
     hidden: list[int]
     batch: int
     epoch_no: int = 0
-    threads: int = field(default_factory=torch.get_num_threads)  # what mlp's _setup() chose (default_threads)
+    threads: int = field(default_factory=torch.get_num_threads)  # what mlp's setup() chose (default_threads)
 
     def active(self):
         """Every loop compared on this workload runs at the thread count mlp chose for it."""
@@ -241,17 +241,16 @@ class Workload:
 
     def mlp_epoch(self) -> None:
         self.epoch_no += 1
-        self.trainer._train_epoch(self.epoch_no, 0.0)
+        self.trainer.train_epoch(self.epoch_no)
 
 
 def set_up_trainer(config, run_dir: Path):
-    """Trainer after `_setup()`, ready for direct `_train_epoch` calls (no mid-epoch checkpoint saves)."""
+    """Trainer after `setup()`, ready for direct `train_epoch` calls (no mid-epoch checkpoint saves)."""
     from mlp_cli.train import Trainer
 
     trainer = Trainer(config, run_dir=run_dir, overwrite=True)
-    trainer._setup()
-    trainer._started = time.perf_counter()
-    trainer._next_save = float("inf")
+    trainer.setup()
+    trainer.next_save = float("inf")
     return trainer
 
 
@@ -472,32 +471,32 @@ class Bench:
 
         def full_epoch() -> None:
             w.epoch_no += 1
-            loss = trainer._train_epoch(w.epoch_no, 0.0)
-            trainer._end_epoch(w.epoch_no, loss, 0.0, trainer._started)
+            loss = trainer.train_epoch(w.epoch_no)
+            trainer.end_epoch(w.epoch_no, loss, 0.0)
 
         times = self.compare(w, {"full": full_epoch, "train": w.mlp_epoch, "hand": hand.epoch}, s.small_reps)
         full, train = median(times["full"]), median(times["train"])
         self.report.add("a", "mlp full epoch (train + val + checkpoints) / hand loop",
                         f"{ms(full)} vs {ms(median(times['hand']))}", full / median(times["hand"]))
-        self.report.add("a", "  of which _end_epoch (validation + checkpoint writes); ratio = share",
+        self.report.add("a", "  of which end_epoch (validation + checkpoint writes); ratio = share",
                         f"{ms(full - train)}", (full - train) / full)
         self._end_epoch_parts(w)
         self._run_wall()
 
     def _end_epoch_parts(self, w: Workload) -> None:
-        """What _end_epoch spends its time on: validation, and each atomic, fsync'd file it writes."""
+        """What end_epoch spends its time on: validation, and each atomic, fsync'd file it writes."""
         import io
 
         from mlp_cli import checkpoint
 
         trainer = w.trainer
-        best_payload = lambda: trainer._payload(trainer.model.state_dict(), w.epoch_no, {}, kind="best")  # noqa: E731
+        best_payload = lambda: trainer.payload(trainer.model.state_dict(), w.epoch_no, {}, kind="best")  # noqa: E731
         parts = {
-            "validation (_evaluate on val split)": lambda: trainer._evaluate(trainer.data.val),
-            "last.pt (_save_last: model + Adam state + RNG, fsync)": lambda: trainer._save_last(trainer._started),
+            "validation (evaluate on val split)": lambda: trainer.evaluate(trainer.data.val),
+            "last.pt (save_last: model + Adam state + RNG, fsync)": trainer.save_last,
             "best.pt (checkpoint.save, fsync)": lambda: checkpoint.save(trainer.run_dir / "best.pt", best_payload()),
             "best.pt payload torch.save to memory (no file, no fsync)": lambda: torch.save(best_payload(), io.BytesIO()),
-            "metrics.csv (write_text, fsync)": trainer._write_metrics_csv,
+            "metrics.csv (write_metrics, fsync)": lambda: trainer.rundir.write_metrics(trainer.state.history),
         }
         times = self.compare(w, parts, self.scale.small_reps)
         for name, values in times.items():
@@ -665,13 +664,14 @@ class Bench:
         self.lever_lean_optimizer()
 
     def lever_lean_optimizer(self) -> None:
-        """mlp's own hot-path levers, switched off through their environment variables (read at each epoch start)."""
+        """mlp's own hot-path levers, switched off through the Trainer's `levers` option (read at each epoch start)."""
         for w, reps, fmt in ((self.sat, self.scale.small_reps, ms), (self.big, self.scale.big_reps, secs)):
-            for number, variable, what in ((6, "MLP_NO_FAST_STEP", "fused-Adam kernel called directly"),
-                                           (7, "MLP_NO_FAST_FORWARD", "forward without nn.Module hook dispatch")):
-                times = self.compare(w, {"on": w.mlp_epoch, "off": with_env(variable, w.mlp_epoch)}, reps,
+            for number, lever, what in ((6, "fast_step", "fused-Adam kernel called directly"),
+                                        (7, "fast_forward", "forward without nn.Module hook dispatch")):
+                times = self.compare(w, {"on": w.mlp_epoch, "off": without_lever(w.trainer, lever, w.mlp_epoch)}, reps,
                                      warmup=self._warmup(w))
-                self.ratio_row("lev", f"{number} {w.name}: {what}: on / off ({variable}=1)", times, "on", "off", fmt=fmt)
+                self.ratio_row("lev", f"{number} {w.name}: {what}: on / off (Levers({lever}=False))", times, "on", "off",
+                               fmt=fmt)
 
     def _with_optimizer(self, w: Workload, make: Callable):
         """An epoch function that trains `w`'s trainer with another optimizer (the loop reads self.optimizer)."""
@@ -692,14 +692,14 @@ class Bench:
         variants = {
             "fused": lambda p: make_optimizer("adam", p, lr=1e-3, weight_decay=0.0, momentum=0.9, fused=True),
             "foreach": lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True),
-            # What MLP_NO_FUSED=1 gives: torch's default, which on CPU is the per-tensor for-loop.
+            # What Levers(fused=False) gives: torch's default, which on CPU is the per-tensor for-loop.
             "for-loop": lambda p: make_optimizer("adam", p, lr=1e-3, weight_decay=0.0, momentum=0.9, fused=False),
         }
         for w, reps, fmt in ((self.sat, self.scale.small_reps, ms), (self.big, self.scale.big_reps, secs)):
             times = self.compare(w, {k: self._with_optimizer(w, v) for k, v in variants.items()}, reps,
                                  warmup=self._warmup(w))
             self.ratio_row("lev", f"1 Adam {w.name}: fused / foreach", times, "fused", "foreach", fmt=fmt)
-            self.ratio_row("lev", f"1 Adam {w.name}: fused / for-loop (MLP_NO_FUSED=1)", times, "fused", "for-loop",
+            self.ratio_row("lev", f"1 Adam {w.name}: fused / for-loop (Levers(fused=False))", times, "fused", "for-loop",
                            fmt=fmt)
 
     def _warmup(self, w: Workload) -> int:
@@ -820,15 +820,16 @@ class Bench:
         print(events.table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def with_env(variable: str, fn: Callable[[], object]) -> Callable[[], object]:
-    """`fn` run with `variable=1` set, and unset again afterwards."""
+def without_lever(trainer, lever: str, fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` run with the trainer's `lever` (a field of mlp_cli.train.Levers) switched off, and on again afterwards."""
+    from dataclasses import replace
 
     def run():
-        os.environ[variable] = "1"
+        saved, trainer.levers = trainer.levers, replace(trainer.levers, **{lever: False})
         try:
             return fn()
         finally:
-            os.environ.pop(variable, None)
+            trainer.levers = saved
 
     return run
 
@@ -938,7 +939,7 @@ def columnar_predictions_csv(checkpoint: Path, data_path: Path) -> bytes:
 
     from mlp_cli.data import load_for_model
     from mlp_cli.evaluate import EVAL_BATCH, load_checkpoint_model, model_outputs
-    from mlp_cli.table import label_text
+    from mlp_cli.data import label_text
 
     _, config, model, prep = load_checkpoint_model(checkpoint)
     frame = load_for_model(prep, Path(data_path), target_required=False)

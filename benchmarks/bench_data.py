@@ -1,4 +1,4 @@
-"""Benchmark `mlp_cli.table.load_frame` on CSV vs Parquet: load time, throughput and peak memory per fresh process."""
+"""Benchmark `mlp_cli.data.load_frame` on CSV vs Parquet: load time, throughput and peak memory per fresh process."""
 
 # Usage:  python benchmarks/bench_data.py [--rows 1000000] [--cols 50] [--repeats 3] [--keep] [--out DIR]
 # Writes one seeded table (float32 columns f0..f{M-1} + int `label` with 7 classes) as CSV and Parquet under
@@ -34,7 +34,7 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import numpy, pyarrow, pyarrow.csv, pyarrow.parquet, pyarrow.dataset, pyarrow.compute  # noqa: F401 (preload)
-from mlp_cli.table import load_frame
+from mlp_cli.data import load_frame
 
 def rss_now_kb():
     try:

@@ -8,6 +8,7 @@ from mlp_cli.components import loss_function
 from mlp_cli.config import Config
 from mlp_cli.data import Dataset, Split
 from mlp_cli.metrics import Accumulator
+from mlp_cli.tasks import TASKS
 
 LINEAR_MAX_ROWS = 200_000  # the linear fit sees at most this many training rows (a random subset beyond)
 
@@ -17,7 +18,7 @@ def baselines(config: Config, data: Dataset, device: torch.device) -> dict | Non
     target = data.test if data.test is not None else data.val
     if target is None:
         return None
-    names = ("majority", "no_hidden") if config.task != "regression" else ("mean", "no_hidden")
+    names = (TASKS[config.task].baseline, "no_hidden")
     return {
         names[0]: constant_baseline(config, data, target),
         names[1]: linear_baseline(config, data, target, device),
@@ -35,17 +36,7 @@ def _metrics(config: Config, data: Dataset, split: Split, outputs: torch.Tensor)
 @torch.no_grad()
 def constant_baseline(config: Config, data: Dataset, split: Split) -> dict:
     """Predict the training prior: class frequencies (logits = log-prior) or the training mean."""
-    y = data.train.y
-    n = len(split)
-    if config.task == "regression":
-        outputs = torch.full((n,), float(y.double().mean()), device=y.device)
-    elif config.task == "binary":
-        p = y.double().mean().clamp(1e-12, 1 - 1e-12)
-        outputs = torch.full((n,), float(torch.log(p / (1 - p))), device=y.device)
-    else:
-        counts = torch.bincount(y, minlength=data.n_outputs).double()
-        # Ties in the prior pick the first class, which is also what argmax does.
-        outputs = (counts / counts.sum()).clamp_min(1e-12).log().float().expand(n, -1)
+    outputs = TASKS[config.task].prior(data.train.y, len(split), data.n_outputs)
     return _metrics(config, data, split, outputs.float())
 
 
@@ -66,7 +57,7 @@ def linear_baseline(config: Config, data: Dataset, split: Split, device: torch.d
     def closure():
         optimizer.zero_grad()
         out = model(x)
-        out = out.squeeze(-1) if config.task != "multiclass" else out
+        out = TASKS[config.task].squeeze(out)
         loss = loss_fn(out, y) / len(x) + 0.5 * decay * model.weight.pow(2).sum()
         loss.backward()
         return loss
@@ -74,5 +65,5 @@ def linear_baseline(config: Config, data: Dataset, split: Split, device: torch.d
     optimizer.step(closure)
     with torch.no_grad():
         out = model(split.x)
-        out = out.squeeze(-1) if config.task != "multiclass" else out
+        out = TASKS[config.task].squeeze(out)
     return _metrics(config, data, split, out)

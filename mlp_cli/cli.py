@@ -57,9 +57,9 @@ def _main(
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, MLPWarning):
-        err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+        err.print(Text("warning: ", style="yellow") + Text(str(message)), highlight=False)  # text, never markup
     else:  # a library's own warning: still worth seeing, without the source line
-        err.print(f"[yellow]warning:[/yellow] {category.__name__}: {message}", highlight=False)
+        err.print(Text("warning: ", style="yellow") + Text(f"{category.__name__}: {message}"), highlight=False)
 
 
 def handles_errors(quiet_param: str | None = None):
@@ -130,10 +130,11 @@ def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, s
     """Input width from the data's columns, output width from its classes; reads the data, never imports torch."""
     from mlp_cli.config import load_config
     from mlp_cli.data import fit, read_frames, split_frames
+    from mlp_cli.tasks import TASKS
 
     config = load_config(path, overrides)
     if config.data.streaming:
-        from mlp_cli.stream import fit_streaming
+        from mlp_cli.data import fit_streaming
 
         prep = fit_streaming(config)[0]
     else:
@@ -141,7 +142,7 @@ def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, s
         parts = split_frames(config, train_frame, test_frame)
         prep, _ = fit(config, parts["train"], features)
     widths = [prep.n_inputs, *config.model.hidden, prep.n_outputs]
-    what = f"{len(prep.labels)} classes" if config.task == "multiclass" else ("1 logit" if config.task == "binary" else "1 output")
+    what = f"{prep.n_outputs} {TASKS[config.task].output_noun}"
     return widths, config.model.batch_norm, f"{path}: {prep.n_inputs} inputs → {what}"
 
 
@@ -217,6 +218,9 @@ def train(
         from mlp_cli.reporter import RichReporter
 
         reporter = RichReporter(err, final_tables=False)
+    from mlp_cli.tracking import attach
+
+    reporter = attach(resolved, reporter, world.is_main)  # MLflow and TensorBoard trackers, when the config asks
     try:
         summary = run_training(resolved, callback=reporter, overwrite=overwrite, resume=resume, world=world)
     except TrainingInterrupted as exc:
@@ -227,7 +231,7 @@ def train(
             reporter.close()
         world.close()
     if json_out and world.is_main:
-        from mlp_cli.train import json_safe
+        from mlp_cli.files import json_safe
 
         sys.stdout.write(json.dumps(json_safe(summary), indent=2) + "\n")
 
@@ -248,7 +252,7 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint: accuracy, balanced accuracy, macro F1, kappa and the confusion matrix (or R², RMSE, MAE)."""
     from mlp_cli.evaluate import evaluate_checkpoint
-    from mlp_cli.train import json_safe
+    from mlp_cli.files import json_safe
 
     metrics, task = evaluate_checkpoint(checkpoint, data, device)
     if json_out:
@@ -266,13 +270,38 @@ def evaluate(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt written by mlp train.", show_default=False)],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet with the feature columns (target optional).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write CSV here instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write CSV here instead of stdout (a raster needs -o MAP.tif).")] = None,
     device: DeviceOpt = "cpu",
+    confidence: Annotated[bool, typer.Option("--confidence", help="Raster: add the top probability x 100 as band 2.")] = False,
+    proba: Annotated[bool, typer.Option("--proba", help="Raster: add one float32 probability band per class.")] = False,
 ) -> None:
-    """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class."""
-    from mlp_cli.evaluate import predictions_csv
+    """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class.
 
-    data_bytes = predictions_csv(checkpoint, data, device)
+    Given a raster (GeoTIFF, VRT, JPEG2000), write a map on its grid instead: band 1 the class or value.
+
+    A `.onnx` file written by `mlp export` is run through onnxruntime, without torch."""
+    from mlp_cli.raster import is_raster
+
+    if is_raster(data):  # a scene in, a map out
+        if checkpoint.suffix.lower() == ".onnx":
+            raise MLPError(f"{data} is a raster: maps are predicted from the checkpoint (best.pt), not from an ONNX model")
+        _predict_map(checkpoint, data, output, device, confidence, proba)
+        return
+    if confidence or proba:
+        raise MLPError("--confidence and --proba apply to raster maps; a table gets prob_<label> columns already")
+    for given in (checkpoint, data):
+        if output is not None and output.exists() and given.exists() and output.resolve() == given.resolve():
+            raise MLPError(f"-o {output} is the input {given} itself; pick another file name")
+    if checkpoint.suffix.lower() == ".onnx":
+        from mlp_cli.onnx_model import predictions_csv as onnx_predictions_csv
+
+        if device != "cpu":
+            raise MLPError(f"--device {device}: an ONNX model runs through onnxruntime on the CPU here")
+        data_bytes = onnx_predictions_csv(checkpoint, data)
+    else:
+        from mlp_cli.evaluate import predictions_csv
+
+        data_bytes = predictions_csv(checkpoint, data, device)
     if output is None:
         sys.stdout.buffer.write(data_bytes) if hasattr(sys.stdout, "buffer") else sys.stdout.write(data_bytes.decode())
         return
@@ -281,6 +310,151 @@ def predict(
     write_atomic(output, lambda handle: handle.write(data_bytes))
     lines = data_bytes.count(b"\n") - 1
     err.print(f"wrote {lines:,} predictions to {output}", highlight=False)
+
+
+def _predict_map(checkpoint: Path, raster: Path, output: Optional[Path], device: str, confidence: bool, proba: bool) -> None:
+    if output is None:
+        raise MLPError(f"{raster} is a raster: give -o MAP.tif for the prediction map")
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mlp_cli.raster_predict import predict_map
+
+    with Progress(TextColumn("predicting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("map", total=None)
+        try:
+            report = predict_map(checkpoint, raster, output, confidence=confidence, proba=proba, device=device,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(f"interrupted; no map written to {output}", 2) from None
+    err.print(
+        f"wrote {report.path}: {report.width} x {report.height} pixels, bands {', '.join(report.bands)}; "
+        f"{report.valid:,} predicted, {report.invalid:,} nodata",
+        highlight=False, markup=False,
+    )
+
+
+@app.command("sample")
+@handles_errors()
+def sample_command(
+    raster: Annotated[Path, typer.Argument(help="Multi-band raster GDAL reads (GeoTIFF, VRT, JPEG2000).", show_default=False)],
+    labels: Annotated[Path, typer.Argument(help="Vector labels (GeoPackage, Shapefile, GeoJSON) or a one-band label raster on the same grid.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The table to write (.parquet or .csv).", show_default=False)],
+    field: Annotated[Optional[str], typer.Option("--field", help="Attribute holding the class or value (vector labels); the target column's name.")] = None,
+) -> None:
+    """Build a training table from a scene: one row per labelled pixel with valid data in every band.
+
+    Columns: the bands (by description, else b1..bN), the target, the pixel centre x, y and, for vector labels,
+    `polygon` (the feature id: use it as data.group). Vector labels are reprojected to the raster's CRS.
+    """
+    from mlp_cli.sample import sample
+
+    report = sample(raster, labels, output, field)
+    classes = ", ".join(f"{label} {count:,}" for label, count in list(report.classes.items())[:20])
+    err.print(
+        f"wrote {report.rows:,} rows to {output} from "
+        + (f"{report.features_used} of {report.features_total} features " if report.features_total is not None else "a label raster ")
+        + f"({report.invalid:,} labelled pixels skipped: nodata or NaN in a band); columns {', '.join(report.columns)}; classes: {classes}",
+        highlight=False, markup=False,
+    )
+# ---------------------------------------------------------------------------------------------- explain
+
+
+@app.command("explain")
+@handles_errors()
+def explain_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mlp train.", show_default=False)],
+    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet with the target column; default: the run's test split.")] = None,
+    method: Annotated[str, typer.Option("--method", help="permutation or integrated_gradients.")] = "permutation",
+    rows: Annotated[Optional[int], typer.Option("--rows", min=1, help="Explain at most this many rows, sampled with --seed [default: 2000].")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Shuffles per column (permutation).")] = 5,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the row sample and the shuffles.")] = 0,
+    group: Annotated[Optional[list[str]], typer.Option("--group", help="Columns to treat as one, e.g. --group p5_b3,p5_b4 (repeatable).")] = None,
+    json_out: JsonOpt = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write feature,importance,std as CSV here (mlp plot draws importance_*.csv in a run folder).")] = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Which input columns drive the model: permutation importance or integrated gradients, per original column."""
+    if output is not None:
+        _check_output(output, [checkpoint] + ([data] if data is not None else []))
+    from mlp_cli.explain import DEFAULT_ROWS, explain, importance_csv, parse_groups
+
+    result = explain(checkpoint, data, method, rows or DEFAULT_ROWS, repeats, seed, parse_groups(group), device)
+    if output is not None:
+        from mlp_cli.files import write_atomic
+
+        body = importance_csv(result)
+        write_atomic(output, lambda handle: handle.write(body))
+    if json_out:
+        sys.stdout.write(json.dumps(result.as_json(), indent=2) + "\n")
+    else:
+        from mlp_cli.render import importance_tables
+
+        if result.n_rows < result.n_available:
+            source = f"{data or 'test split'} (sampled)"
+        else:
+            source = str(data or "test split")
+        for table in importance_tables(result, source, width=20):
+            out.print(table)
+            out.print()
+    if rows is not None and result.n_available < rows:
+        err.print(Text(f"note: --rows {rows} is more than the {result.n_available:,} rows available; all were used"), highlight=False)
+    if result.completeness_p99 is not None and not result.completeness_p99 < 0.01:  # NaN too
+        err.print(Text(f"warning: completeness error p99 {100 * result.completeness_p99:.3g} % is above 1 % even at {result.steps} steps"), highlight=False)
+    if output is not None:
+        err.print(Text(f"wrote {output}"), highlight=False)
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse an -o that would overwrite an input or is a folder, before any work is done."""
+    if output.is_dir():
+        raise MLPError(f"-o {output} is a folder; give a file name such as {output / 'importance.csv'}")
+    for path in inputs:
+        try:
+            same = output.exists() and path.exists() and os.path.samefile(output, path)
+        except OSError:
+            same = False
+        if same:
+            raise MLPError(f"-o {output} is the input {path}; writing there would destroy it")
+    # Any other existing file is replaced only if it is an earlier importance table (the run's own data files,
+    # read through the checkpoint's config, are thus safe too).
+    if output.is_file():
+        try:
+            with output.open("rb") as handle:
+                head = handle.read(len(b"feature,importance,std"))
+        except OSError as exc:
+            raise MLPError(f"-o {output}: cannot read it ({exc.strerror or exc})") from None
+        if head != b"feature,importance,std":
+            raise MLPError(f"-o {output} exists and is not an importance table from mlp explain; refusing to overwrite it")
+@app.command("export")
+@handles_errors()
+def export_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A best.pt written by mlp train.", show_default=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .onnx file to write (default: model.onnx beside the checkpoint).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet rows for the parity check; default: the run's test split.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export to one self-contained ONNX file (raw columns in, probabilities or predictions out), kept only if
+    onnxruntime matches torch on real rows at batch sizes 1, 7 and all; figures go to <name>.export.json."""
+    from mlp_cli.onnx_model import require
+
+    try:
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module)  # before torch loads: a missing extra is one line, at once
+        from mlp_cli.export import export_model, report_path
+
+        if not json_out:
+            err.print("exporting (torch.export, then onnxruntime against torch) ...", highlight=False)
+        report = export_model(checkpoint, output, data)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted("export interrupted; nothing was written", 2) from None
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    from mlp_cli.render import export_table
+
+    out.print(export_table(report))
+    err.print(Text(f"wrote {report['model']} ({report['bytes']:,} bytes) and {report_path(Path(report['model']))}"), highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------- course tools
@@ -314,7 +488,7 @@ def sweep_command(
 
     result = sweep(config, key, values, list(override or []), overwrite=overwrite, callback_factory=announce, on_row=on_row)
     if json_out:
-        from mlp_cli.train import json_safe
+        from mlp_cli.files import json_safe
 
         sys.stdout.write(json.dumps(json_safe([asdict(r) for r in result.rows]), indent=2) + "\n")
     elif not quiet:
@@ -325,6 +499,61 @@ def sweep_command(
             f"sweep interrupted after {len(result.rows)} of {len(values)} runs; finished rows kept in {result.folder / 'sweep.csv'}",
             result.interrupted.exit_code - 128,
         )
+
+
+@app.command("tune")
+@handles_errors(quiet_param="quiet")
+def tune_command(
+    config: ConfigArg,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials to add to the study (default search.trials).")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="sqlite:///path.db, any database URL, or journal:PATH for a shared file system (default sqlite:///<output_dir>/study.db).")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the config file's name).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes on this machine sharing the study.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the config's `search:` space with Optuna: trials as runs in <output_dir>/trials/, pruned epoch by epoch, best_config.yaml at the end. Run it again to continue the study."""
+    from mlp_cli.tune import tune
+
+    def on_trial(row) -> None:
+        if quiet or json_out:
+            return
+        from mlp_cli.render import trial_line
+
+        err.print(trial_line(row), highlight=False)
+
+    result = tune(config, trials=trials, storage=storage, study_name=study, workers=workers, quiet=quiet, on_trial=on_trial)
+    if json_out:
+        from dataclasses import asdict
+
+        from mlp_cli.train import json_safe
+
+        best = asdict(result.best) if result.best else None
+        document = {"study": result.study, "storage": result.storage, "metric": result.metric, "direction": result.direction,
+                    "best_value": best["value"] if best else None, "best_params": best["params"] if best else None,
+                    "best_trial": best, "best_config": str(result.best_config) if result.best_config else None,
+                    "new_trials": result.new, "counts": result.counts(), "trials": [asdict(r) for r in result.rows]}
+        sys.stdout.write(json.dumps(json_safe(document), indent=2) + "\n")
+    elif not quiet:
+        from mlp_cli.render import tune_table
+
+        out.print(tune_table(result))
+        if result.best_config is not None:
+            err.print(Text(f"wrote {result.best_config}; train it with: mlp train {result.best_config}"), highlight=False)
+        if result.exhausted:
+            err.print("the grid is exhausted: every combination has been tried", highlight=False)
+        from mlp_cli.tune import dashboard_command
+
+        err.print(Text(f"study {result.study!r} in {result.storage}; browse it with: {dashboard_command(result.storage)}"), highlight=False)
+    if result.interrupted is not None:
+        raise TrainingInterrupted(
+            f"tune interrupted after {result.new} trial(s) of this command (the running one is recorded as failed); "
+            f"finished trials are kept in {result.storage}; run the same command to continue",
+            result.interrupted.exit_code - 128,
+        )
+    if result.best is None and result.rows:
+        raise MLPError(f"no trial completed ({', '.join(f'{v} {k}' for k, v in result.counts().items() if v)}); "
+                       "see the errors in the table above")
 
 
 @app.command("plot")
@@ -338,6 +567,21 @@ def plot_command(
 
     for path in plot_run(run_dir, out_dir):
         out.print(str(path), highlight=False)
+
+
+@app.command("track")
+@handles_errors()
+def track_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished run folders written by mlp train.", show_default=False)],
+    mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="Tracking URI; default the run's tracking.mlflow.uri, else sqlite:///<folder beside the run>/mlflow.db.")] = None,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="Experiment name; default the run's tracking.mlflow.experiment, else the folder's name.")] = None,
+) -> None:
+    """Upload finished runs to MLflow from their folders alone; uploading a run again updates it, never duplicates it."""
+    from mlp_cli.tracking import upload
+
+    for run_dir in run_dirs:
+        uri, run_id, created = upload(run_dir, mlflow_uri, experiment)
+        err.print(Text(f"{run_dir} → {uri} run {run_id} ({'created' if created else 'updated, already there'})"), highlight=False)
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ objects are looked up only when a model or optimizer is built.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from mlp_cli.tasks import TASKS as TASK_TABLE
 
 # name -> torch.nn class; `saturates` marks units whose gradient vanishes at both ends (diagnostics).
 ACTIVATIONS: dict[str, str] = {
@@ -24,7 +25,7 @@ ACTIVATIONS: dict[str, str] = {
 SATURATING = frozenset({"tanh", "sigmoid"})
 RECTIFYING = frozenset({"relu"})
 
-TASKS = ("regression", "binary", "multiclass")
+TASKS = tuple(TASK_TABLE)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ LOSSES: dict[str, LossSpec] = {
         "(binary uses bce, a continuous target uses mse, mae or huber)",
     ),
 }
-DEFAULT_LOSS = {"regression": "mse", "binary": "bce", "multiclass": "cross_entropy"}
+DEFAULT_LOSS = {name: task.default_loss for name, task in TASK_TABLE.items()}
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "cosine", "step", "plateau")
@@ -129,8 +130,6 @@ def fast_step(optimizer):
     import torch
 
     global _FAST_STEP_OK
-    if os.environ.get("MLP_NO_FAST_STEP"):  # benchmarks/bench.py measures this lever by turning it off
-        return optimizer.step
     if not isinstance(optimizer, torch.optim.Adam) or len(optimizer.param_groups) != 1:
         return optimizer.step
     group = optimizer.param_groups[0]

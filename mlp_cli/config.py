@@ -6,13 +6,14 @@ import difflib
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlp_cli.components import ACTIVATIONS, DEFAULT_LOSS, LOSSES, OPTIMIZERS, SCHEDULERS, TASKS
 from mlp_cli.errors import ConfigError, MLPWarning
+from mlp_cli.tasks import TASKS as TASK_TABLE
 
 Task = Literal[TASKS]  # type: ignore[valid-type]
 Activation = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
@@ -67,6 +68,12 @@ class DataConfig(_Section):
         "splits are a seeded hash of each row's position (random, not stratified)",
     )
     shuffle_buffer: int = Field(65536, ge=1, description="streaming: rows held in the shuffle buffer")
+    group: Optional[str] = Field(
+        None,
+        description="column whose groups (e.g. the polygon a pixel came from) stay whole on one side of every split; "
+        "never a feature",
+    )
+    exclude: list[str] = Field(default_factory=list, description="columns left out of the default feature set, e.g. [x, y]")
 
 
 class ModelConfig(_Section):
@@ -112,6 +119,102 @@ class TrainConfig(_Section):
     )
 
 
+class MlflowConfig(_Section):
+    """Where MLflow tracking logs a run (`mlflow: true` takes these defaults)."""
+
+    uri: Optional[str] = Field(
+        None, min_length=1,
+        description="tracking URI; default sqlite:///<folder holding output_dir>/mlflow.db; relative sqlite: paths "
+        "resolve against the working directory, like output_dir",
+    )
+    experiment: Optional[str] = Field(None, min_length=1, description="experiment name; default the config file's name")
+
+
+class TensorBoardConfig(_Section):
+    """TensorBoard event files in <output_dir>/tensorboard/ (`tensorboard: true` takes these defaults)."""
+
+    histograms: bool = Field(False, description="weight histograms each epoch (slow for big models)")
+
+
+class TrackingConfig(_Section):
+    """Experiment trackers fed during training; the run folder stays the source of truth (pip install 'mlp-cli[track]')."""
+
+    mlflow: Optional[MlflowConfig] = Field(None, description="true, or {uri, experiment}: log to MLflow")
+    tensorboard: Optional[TensorBoardConfig] = Field(None, description="true, or {histograms}: write TensorBoard scalars")
+
+    @field_validator("mlflow", "tensorboard", mode="before")
+    @classmethod
+    def _switch(cls, value):
+        # `true` means "on, with the defaults", `false` the same as leaving the key out.
+        if value is True:
+            return {}
+        return None if value is False else value
+# Validation metrics a search may optimize, by task (the keys of the run's `val` metrics), and which of them grow.
+SEARCH_METRICS = {
+    "regression": ("loss", "mse", "rmse", "mae", "r2"),
+    "binary": ("loss", "accuracy", "balanced_accuracy", "macro_f1", "kappa"),
+    "multiclass": ("loss", "accuracy", "balanced_accuracy", "macro_f1", "kappa"),
+}
+MAXIMIZED_METRICS = ("r2", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
+
+
+class FloatParam(_Section):
+    """A number drawn from [low, high]."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: Optional[float] = Field(None, gt=0)
+
+
+class IntParam(_Section):
+    """A whole number drawn from [low, high]."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+
+class CategoricalParam(_Section):
+    """One of a list of values (any YAML value the key accepts, e.g. [64, 64] for model.hidden)."""
+
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+
+
+class SearchConfig(_Section):
+    """`mlp tune`: the space of config keys to search, the validation metric to optimize, sampler and pruner."""
+
+    metric: str = Field("val_loss", description="validation metric to optimize: val_loss, val_accuracy, val_r2, ... "
+                        "(val_ + a metric of the task: loss, mse, rmse, mae, r2 or loss, accuracy, balanced_accuracy, macro_f1, kappa)")
+    direction: Optional[Literal["minimize", "maximize"]] = Field(
+        None, description="default: maximize for accuracy, balanced_accuracy, macro_f1, kappa and r2, minimize otherwise"
+    )
+    sampler: Literal["tpe", "random", "grid"] = Field(
+        "tpe", description="tpe | random | grid (grid tries every combination: categorical, int or float with step)"
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median", description="median stops a trial whose metric is worse than the median of earlier trials at the same epoch"
+    )
+    startup_trials: int = Field(
+        5, ge=0, description="trials that must finish before the median pruner prunes any (and TPE's random start)"
+    )
+    warmup_epochs: int = Field(2, ge=0, description="median pruner: epochs of every trial that are never pruned")
+    trials: int = Field(20, ge=1, description="trials per `mlp tune` command (--trials overrides)")
+    seed: Optional[int] = Field(None, ge=0, description="seed of the sampler; default train.seed")
+    space: dict[str, SearchParam] = Field(
+        min_length=1,
+        description="dotted config keys, as in overrides and mlp sweep, each {type: float, low, high, log, step}, "
+        "{type: int, low, high, log, step} or {type: categorical, choices: [...]}",
+    )
+
+
 class Config(_Section):
     """One experiment: task, data, model, loss and training."""
 
@@ -123,13 +226,18 @@ class Config(_Section):
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="the optimization")
     output_dir: Optional[str] = Field(None, min_length=1, description="run directory, relative to the working directory; default runs/<config name>")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and TensorBoard (off by default)")
+    search: Optional[SearchConfig] = Field(None, description="what `mlp tune` searches; mlp train ignores it")
 
     @property
     def loss_name(self) -> str:
         return self.loss or DEFAULT_LOSS[self.task]
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data.get("search") is None:  # only `mlp tune` configs have one; plain runs stay as they were
+            data.pop("search", None)
+        return data
 
 
 # ---------------------------------------------------------------------------------------------- YAML
@@ -260,6 +368,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     config = validate(raw, located, str(path))
     if config.output_dir is None:
         config.output_dir = str(Path("runs") / path.stem)
+    if config.tracking.mlflow is not None and config.tracking.mlflow.experiment is None:
+        config.tracking.mlflow.experiment = path.stem
     return config
 
 
@@ -365,9 +475,125 @@ def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
         if isinstance(model, dict) and model.get("batch_norm") is True and isinstance(batch, int) and 0 < batch < 2:
             problems.append(f"{located.find(('train', 'batch_size'))}: model.batch_norm needs train.batch_size >= 2 "
                             "(a batch of one row has no variance to normalize by)")
-        if data.get("standardize_target") is True and task in ("binary", "multiclass"):
+        if data.get("group") and (data.get("streaming") is True or synthetic is not None):
+            problems.append(f"{located.find(('data', 'group'))}: data.group needs a table file read whole "
+                            "(not data.streaming, not data.synthetic)")
+        if data.get("standardize_target") is True and task in TASK_TABLE and TASK_TABLE[task].classes:
             problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
+    problems.extend(_search_checks(raw, located, origin))
     return problems
+
+
+def _search_checks(raw: dict, located: _Located, origin: str) -> list[str]:
+    """The search section against the rest of the config: its metric, its keys, and every bound or choice as a value."""
+    search = raw.get("search")
+    if not isinstance(search, dict):
+        return []
+    problems = []
+    task = raw.get("task")
+    metric = search.get("metric", "val_loss")
+    if task in SEARCH_METRICS and isinstance(metric, str):
+        known = [f"val_{m}" for m in SEARCH_METRICS[task]]
+        if metric not in known:
+            where = located.find(("search", "metric")) or origin
+            problems.append(f"{where}: search.metric is {metric!r}; a {task} run's validation metrics are "
+                            f"{', '.join(known)}{_suggest(metric, known, list_all=False)}")
+    data = raw.get("data")
+    if isinstance(data, dict) and data.get("val_fraction") == 0:
+        problems.append(f"{located.find(('data', 'val_fraction')) or origin}: search needs validation rows to score "
+                        "trials, but data.val_fraction is 0")
+    space = search.get("space")
+    if not isinstance(space, dict):
+        return problems
+    base = {k: v for k, v in raw.items() if k != "search"}
+    for key, spec in space.items():
+        where = located.find(("search", "space", key)) or origin
+        problem = _search_key_problem(str(key))
+        if problem:
+            problems.append(f"{where}: search.space: {problem}")
+            continue
+        if not isinstance(spec, dict) or spec.get("type") not in ("float", "int", "categorical"):
+            continue  # the schema reports it
+        problems.extend(f"{where}: search.space.{key}: {p}" for p in _range_problems(spec, search.get("sampler")))
+        if spec["type"] == "categorical":
+            values = spec.get("choices") if isinstance(spec.get("choices"), list) else []
+        else:
+            values = [spec[b] for b in ("low", "high") if isinstance(spec.get(b), (int, float)) and not isinstance(spec.get(b), bool)]
+        whys = [(value, _value_problem(base, tuple(key.split(".")), value)) for value in values]
+        problems.extend(f"{where}: search.space.{key}: {value!r} does not fit {key}: {why}" for value, why in whys if why)
+        if spec["type"] == "float" and len(values) == 2 and not any(why for _, why in whys):
+            middle = (float(values[0]) + float(values[1])) / 2
+            why = _value_problem(base, tuple(key.split(".")), middle if middle % 1 else middle + 0.5)
+            if why:  # e.g. a float range on a whole-number key: the bounds fit, the draws between them do not
+                problems.append(f"{where}: search.space.{key}: type float does not fit {key} ({why}); use type int")
+    return problems
+
+
+def _search_key_problem(key: str) -> str | None:
+    parts = key.split(".")
+    if parts[0] in ("search", "output_dir"):
+        return f"{key} cannot be searched (a trial's output_dir is its own trials/<number> folder)"
+    model: Any = Config
+    for depth, part in enumerate(parts):
+        names = list(model.model_fields) if model is not None else []
+        if part not in names:
+            dotted = ".".join(parts[:depth])
+            close = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+            hint = f" (did you mean {'.'.join([*parts[:depth], close[0]])!r}?)" if close else ""
+            return f"{key!r} is not a config key" + (f": {dotted} has no {part!r}" if dotted else "") + hint
+        annotation = model.model_fields[part].annotation
+        model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is not None and depth == len(parts) - 1:
+            return f"{key} is a section; search one of its keys, e.g. {key}.{next(iter(model.model_fields))}"
+    return None
+
+
+def _range_problems(spec: dict, sampler) -> list[str]:
+    kind, low, high = spec["type"], spec.get("low"), spec.get("high")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if isinstance(choices, list):
+            seen = [repr(c) for c in choices]
+            repeated = sorted({c for c in seen if seen.count(c) > 1})
+            if repeated:
+                return [f"choices repeat {', '.join(repeated)}"]
+        return []
+    numbers = [v for v in (low, high) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) < 2:
+        return []  # the schema reports a missing or non-numeric bound
+    problems = []
+    if low >= high:
+        problems.append(f"low {low!r} must be below high {high!r}")
+    if spec.get("log") and low <= 0:
+        problems.append(f"a log scale needs low > 0, got {low!r}")
+    step = spec.get("step")
+    if spec.get("log") and step not in (None, 1):
+        problems.append("step and log cannot be combined")
+    if isinstance(step, (int, float)) and step > 0 and low < high and step > high - low:
+        problems.append(f"step {step!r} is wider than the range [{low!r}, {high!r}]")
+    if sampler == "grid" and kind == "float" and step is None:
+        problems.append("the grid sampler needs a finite set of values: give this float range a step, "
+                        "or make it {type: categorical, choices: [...]}")
+    return problems
+
+
+def _value_problem(base: dict, parts: tuple, value) -> str | None:
+    """Why `value` cannot stand at `parts` in this config, as the schema would say it; None when it fits."""
+    import copy
+
+    trial = copy.deepcopy(base)
+    node = trial
+    for part in parts[:-1]:
+        child = node.get(part)
+        node = node.setdefault(part, {}) if not isinstance(child, dict) else child
+    node[parts[-1]] = value
+    try:
+        Config.model_validate(trial)
+    except ValidationError as exc:
+        for error in exc.errors():
+            if tuple(error["loc"][: len(parts)]) == parts:
+                return _describe(error, _Located(), "").lstrip(": ")
+    return None
 
 
 def _describe(error: dict, located: _Located, origin: str) -> str:
@@ -383,6 +609,11 @@ def _describe(error: dict, located: _Located, origin: str) -> str:
         return f"{where}: unknown key {dotted!r}{suggestion}"
     if kind == "missing":
         return f"{where}: {dotted} is required"
+    if kind in ("union_tag_not_found", "union_tag_invalid"):  # search.space entries choose their shape by `type`
+        allowed = error.get("ctx", {}).get("expected_tags") or "float, int, categorical"
+        allowed = allowed.replace("'", "")
+        got = f"type is {error['ctx']['tag']!r}" if kind == "union_tag_invalid" else "type is missing"
+        return f"{where}: {dotted}: {got}; expected one of {allowed}"
     if kind == "literal_error":
         allowed = error["ctx"]["expected"].replace("'", "")
         message = f"{where}: {dotted} is {raw_text or value!r}; expected one of {allowed}"

@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 
 from mlp_cli.components import RECTIFYING, SATURATING
-from mlp_cli.files import write_text
+from mlp_cli.files import write_csv
 from mlp_cli.model import linear_layers
+from mlp_cli.tasks import TASKS
 
 COLUMNS = ("epoch", "layer", "units", "grad_norm", "weight_norm", "grad_weight_ratio", "backprop_norm", "act_mean", "act_std", "inactive_fraction")
 VANISHING = 1e-2  # first layer's error signal below 1 % of the output layer's
@@ -51,7 +52,7 @@ class Diagnostics:
             model.eval()
             with torch.random.fork_rng(devices=devices), torch.enable_grad():
                 out = model(x)
-                out = out.squeeze(-1) if self.task != "multiclass" else out
+                out = TASKS[self.task].squeeze(out)
                 loss = loss_fn(out.float(), y) / len(x)
                 weights = [layer.weight for layer in self.linears]
                 grads = torch.autograd.grad(loss, weights + pre)
@@ -92,10 +93,7 @@ class Diagnostics:
         return torch.tensor(float("nan"), device=act.device)
 
     def _write(self) -> None:
-        lines = [",".join(COLUMNS)]
-        for row in self.rows:
-            lines.append(",".join("" if row[c] is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c])) for c in COLUMNS))
-        write_text(self.run_dir / "diagnostics.csv", "\n".join(lines) + "\n")
+        write_csv(self.run_dir / "diagnostics.csv", COLUMNS, ([row[c] for c in COLUMNS] for row in self.rows), digits=6)
 
 
 def _activation_module(model: nn.Sequential) -> nn.Module:

@@ -41,8 +41,22 @@ class TrainingInterrupted(MLPError):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
+        self.signum = signum
         self.exit_code = 128 + signum
 
 
 class MLPWarning(UserWarning):
     """Something the user should know that does not stop the run; the CLI prints it as `warning: ...`."""
+
+
+class ModelFileError(MLPError):
+    """A file handed to us as an ONNX model is not one `mlp export` wrote, or cannot be read."""
+
+    def __init__(self, path, why: str):
+        super().__init__(f"not a usable mlp ONNX model: {path}: {why}")
+
+
+class ExportError(MLPError):
+    """An export that could not be written or did not prove equal to its checkpoint; no model file is left."""
+
+    exit_code = 1

@@ -8,20 +8,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlp_cli import checkpoint
+from mlp_cli import checkpoint, predictions
 from mlp_cli.components import loss_function
 from mlp_cli.config import Config
 from mlp_cli.data import Preprocessor, Split, load_for_model, read_frames, split_frames, to_split
 from mlp_cli.device import resolve_device
 from mlp_cli.metrics import Accumulator
-from mlp_cli.table import label_text
+from mlp_cli.tasks import TASKS
 
 EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
 
 
 def model_outputs(model: torch.nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
     out = model(x)
-    return out.squeeze(-1) if task != "multiclass" else out
+    return TASKS[task].squeeze(out)
 
 
 def autocast(device: torch.device, precision: str):
@@ -72,7 +72,7 @@ def evaluate_checkpoint(path: str | Path, data_path: str | Path | None = None, d
 def test_split(config: Config, prep: Preprocessor) -> Split:
     """The run's test rows, re-read and re-split with the stored seed, transformed by the stored preprocessor."""
     if config.data.streaming:
-        from mlp_cli.stream import streaming_split
+        from mlp_cli.data import streaming_split
 
         return streaming_split(config, prep, "test")
     train_frame, test_frame, _ = read_frames(config)
@@ -95,46 +95,18 @@ def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
 
 
 def prediction_table(task: str, prep: Preprocessor, out: torch.Tensor, rows: np.ndarray, n_source: int):
-    """Column `prediction` (user labels or target units) and, for classification, `prob_<label>` per class: the
-    soft label, whose argmax is the hard one."""
-    import pyarrow as pa
+    """The model's raw outputs as the shared prediction table."""
+    return predictions.prediction_table(task, prep.labels, output_values(task, prep, out), rows, n_source)
 
-    present = np.zeros(n_source, dtype=bool)
-    present[rows] = True
 
-    def column(values: np.ndarray):
-        full = np.zeros(n_source, dtype=values.dtype) if values.dtype != object else np.full(n_source, "", dtype=object)
-        full[rows] = values
-        return pa.array(full, mask=~present)
-
-    if task == "regression":
-        return pa.table({"prediction": column(prep.unscale_target(out.double()).numpy())})
-    if task == "binary":
-        p1 = torch.sigmoid(out.double())
-        probs = torch.stack([1 - p1, p1], dim=1)
-    else:
-        probs = torch.softmax(out.double(), dim=1)
-    names = np.array([label_text(label) for label in prep.labels], dtype=object)
-    table = {"prediction": column(names[probs.argmax(dim=1).numpy()])}
-    # Six decimals is finer than any model here is sure of, and keeps the file readable.
-    rounded = np.round(probs.numpy(), 6)
-    for j, name in enumerate(names):
-        table[f"prob_{name}"] = column(rounded[:, j])
-    return pa.table(table)
+def output_values(task: str, prep: Preprocessor, out: torch.Tensor) -> np.ndarray:
+    """Raw outputs to probabilities [rows, classes] (binary: two columns) or target units, in float64."""
+    probabilities = TASKS[task].probabilities
+    if probabilities is None:
+        return prep.unscale_target(out.double()).numpy()
+    return probabilities(out).numpy()
 
 
 def predictions_csv(path: str | Path, data_path: str | Path, device: str = "cpu") -> bytes:
     """Predictions as CSV bytes, one line per input row in input order; rows dropped for missing values stay blank."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    table = predict(path, data_path, device)
-    sink = pa.BufferOutputStream()
-    # pyarrow quotes every header name; write the header as a person would, and let pyarrow write the rows.
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    header = ",".join(_csv_name(name) for name in table.column_names) + "\n"
-    return header.encode() + sink.getvalue().to_pybytes()
-
-
-def _csv_name(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\n') else text
+    return predictions.csv_bytes(predict(path, data_path, device))

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the same folder, flushed and fsynced, then os.replace'd into place.
+"""Atomic file writes (a temporary file in the same folder, flushed and fsynced, then os.replace'd into place),
+and the one CSV and JSON formatting every file mlp writes goes through.
 
 A process killed at any instant leaves either the old file or the new one, never a torn one. Temporary files
 carry a recognisable prefix so the next run can remove the ones a killed process left behind.
@@ -6,10 +7,14 @@ carry a recognisable prefix so the next run can remove the ones a killed process
 
 from __future__ import annotations
 
+import csv
+import io
+import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO
 
 from mlp_cli.errors import RunError
 
@@ -41,6 +46,30 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def csv_line(cells: Iterable, digits: int = 8) -> str:
+    """One CSV line, quoted where needed by the csv module; floats with `digits` significant digits, None empty."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(
+        "" if v is None else (f"{v:.{digits}g}" if isinstance(v, float) else str(v)) for v in cells
+    )
+    return out.getvalue()
+
+
+def write_csv(path: Path, columns: Iterable[str], rows: Iterable[Iterable], digits: int = 8) -> None:
+    write_text(path, csv_line(columns) + "".join(csv_line(row, digits) for row in rows))
+
+
+def json_safe(value):
+    """NaN and infinity are not JSON; write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _fsync_dir(folder: Path) -> None:

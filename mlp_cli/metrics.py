@@ -10,9 +10,10 @@ import math
 
 import torch
 
-from mlp_cli.table import label_text
+from mlp_cli.data import label_text
+from mlp_cli.tasks import TASKS
 
-MAIN_METRIC = {"multiclass": "accuracy", "binary": "accuracy", "regression": "r2"}
+MAIN_METRIC = {name: task.main_metric for name, task in TASKS.items()}
 
 
 class Accumulator:
@@ -20,10 +21,11 @@ class Accumulator:
 
     def __init__(self, task: str, n_classes: int, device, unscale=None):
         self.task = task
+        self.classes = TASKS[task].classes
         self.n_classes = n_classes
         self.unscale = unscale  # maps model-space regression outputs/targets back to user units
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        if task == "regression":
+        if not self.classes:
             # n, sum err², sum |err|, sum y, sum y²: enough for mse, rmse, mae and r2.
             self.sums = torch.zeros(5, dtype=torch.float64, device=device)
         else:
@@ -33,11 +35,11 @@ class Accumulator:
     def for_task(cls, task: str, prep, device) -> "Accumulator":
         """Sized for the task's classes, reporting regression errors in the target's units."""
         unscale = prep.unscale_target if prep.target_mean is not None else None
-        return cls(task, prep.n_outputs if task == "multiclass" else 2, device, unscale)
+        return cls(task, len(prep.labels) if TASKS[task].classes else 2, device, unscale)
 
     def update(self, outputs: torch.Tensor, targets: torch.Tensor, loss_sum: torch.Tensor) -> None:
         self.loss += loss_sum.detach().double()
-        if self.task == "regression":
+        if not self.classes:
             pred, true = outputs.detach().reshape(-1).double(), targets.reshape(-1).double()
             if self.unscale is not None:
                 pred, true = self.unscale(pred), self.unscale(true)
@@ -51,18 +53,18 @@ class Accumulator:
 
     def state(self) -> torch.Tensor:
         """Every sum in one float64 vector, for a single all-reduce."""
-        body = self.sums if self.task == "regression" else self.confusion.double()
+        body = self.sums if not self.classes else self.confusion.double()
         return torch.cat([self.loss.reshape(1), body])
 
     def load_state(self, vector: torch.Tensor) -> None:
         self.loss = vector[0].clone()
-        if self.task == "regression":
+        if not self.classes:
             self.sums = vector[1:].clone()
         else:
             self.confusion = vector[1:].round().long()
 
     def result(self, labels: list | None = None) -> dict:
-        if self.task == "regression":
+        if not self.classes:
             n, sse, sae, sy, syy = self.sums.tolist()
             return regression_metrics(self.loss.item(), n, sse, sae, sy, syy)
         confusion = self.confusion.reshape(self.n_classes, self.n_classes).cpu().tolist()
@@ -70,9 +72,7 @@ class Accumulator:
 
 
 def predicted_classes(task: str, outputs: torch.Tensor) -> torch.Tensor:
-    if task == "binary":
-        return (outputs.reshape(-1) > 0).long()
-    return outputs.argmax(dim=1)
+    return TASKS[task].predict(outputs)
 
 
 def regression_metrics(loss_sum: float, n: float, sse: float, sae: float, sy: float, syy: float) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch.nn as nn
 
 from mlp_cli.components import activation
@@ -63,7 +61,7 @@ def forward_chain(model: nn.Sequential):
         getattr(torch_module, name, None)
         for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks")
     )
-    if hooked or global_hooks or os.environ.get("MLP_NO_FAST_FORWARD"):  # the env switch is for benchmarks/bench.py
+    if hooked or global_hooks:
         return model
     steps = [layer.forward for layer in model]
 

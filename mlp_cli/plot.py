@@ -68,6 +68,7 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
             written.append(picture)
     if (run_dir / "diagnostics.csv").exists():
         written.append(_health(plt, run_dir, out_dir))
+    written.extend(_importance(plt, path, out_dir) for path in sorted(run_dir.glob("importance*.csv")))  # mlp explain -o
     return written
 
 
@@ -97,7 +98,7 @@ def _curves(plt, run_dir: Path, out_dir: Path) -> Path:
 
 
 def _confusion(plt, metrics: dict, out_dir: Path) -> Path:
-    from mlp_cli.table import label_text
+    from mlp_cli.data import label_text
 
     matrix = np.array(metrics["confusion_matrix"])
     labels = [label_text(v) for v in metrics["labels"]]
@@ -122,8 +123,9 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
     """Decision regions for 2 numeric inputs; the fitted curve over the data for 1 numeric input."""
     import torch
 
+    from mlp_cli.data import Frame
     from mlp_cli.evaluate import load_checkpoint_model, test_split
-    from mlp_cli.table import Frame
+    from mlp_cli.tasks import TASKS
 
     _, config, model, prep = load_checkpoint_model(checkpoint_path)
     if prep.categorical or len(prep.features) not in (1, 2):
@@ -158,7 +160,8 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
         lo, hi = raw.min(axis=0) - pad, raw.max(axis=0) + pad
         xs, ys = np.meshgrid(np.linspace(lo[0], hi[0], 250), np.linspace(lo[1], hi[1], 250))
         out = predict(np.c_[xs.ravel(), ys.ravel()])
-        classes = (out.squeeze(-1) > 0).long() if config.task == "binary" else out.argmax(dim=1)
+        task = TASKS[config.task]
+        classes = task.predict(task.squeeze(out))
         k = len(prep.labels)
         ax.contourf(xs, ys, classes.numpy().reshape(xs.shape), alpha=0.25, cmap="coolwarm", levels=np.arange(k + 1) - 0.5, vmin=0, vmax=k - 1)
         ax.scatter(raw[:, 0], raw[:, 1], c=y, s=6, cmap="coolwarm", vmin=0, vmax=k - 1, edgecolors="none")
@@ -216,5 +219,25 @@ def sweep_plot(result) -> Path:
     ax.legend()
     fig.tight_layout()
     path = result.folder / "sweep.png"
+    _save(plt, fig, path)
+    return path
+
+
+def _importance(plt, csv_path: Path, out_dir: Path) -> Path:
+    """Horizontal bars of an `mlp explain -o` CSV (feature, importance, std), most important on top."""
+    rows = _read_csv(csv_path)
+    if not rows or not {"feature", "importance", "std"} <= set(rows[0]):
+        raise MLPError(f"{csv_path} is not an importance table (columns feature, importance, std expected)")
+    names = [r["feature"] for r in rows][::-1]
+    values = [_number(r["importance"]) for r in rows][::-1]
+    errors = [_number(r["std"]) for r in rows][::-1]
+    fig, ax = plt.subplots(figsize=(6, 1 + 0.22 * len(rows)))
+    ax.barh(range(len(rows)), values, xerr=errors, color="tab:blue", ecolor="gray")
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("importance (± std)")
+    ax.set_title(csv_path.stem.replace("_", " "), fontsize=9)
+    fig.tight_layout()
+    path = out_dir / f"{csv_path.stem}.png"
     _save(plt, fig, path)
     return path

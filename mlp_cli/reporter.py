@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from mlp_cli.table import label_text
-from mlp_cli.render import diagnostics_table, epoch_line, metrics_tables, params_table
+from mlp_cli.render import describe_task, diagnostics_table, epoch_line, metrics_tables, params_table
+from mlp_cli.tasks import TASKS
 from mlp_cli.train import Callback, EpochReport, RunInfo
 
 
@@ -25,11 +25,7 @@ class RichReporter(Callback):
         cfg = info.config
         c = self.console
         labels = info.labels or []
-        what = {
-            "multiclass": lambda: f"{len(labels)} classes ({', '.join(map(label_text, labels))})",
-            "binary": lambda: f"binary ({label_text(labels[0])} / {label_text(labels[1])})",
-            "regression": lambda: f"regression of {cfg.data.target or 'y'}",
-        }[cfg.task]()
+        what = describe_task(TASKS[cfg.task], labels, cfg.data.target)
         ranks = f", {info.world_size} processes" if info.world_size > 1 else ""
         c.print(f"[bold]mlp train[/bold] → {info.run_dir}  (device {info.device}, {info.threads} thread{'s' if info.threads != 1 else ''}{ranks})", highlight=False)
         c.print(

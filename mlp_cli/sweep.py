@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mlp_cli.config import Config, load_config
 from mlp_cli.errors import MLPError, RunError, TrainingInterrupted
-from mlp_cli.files import write_text
-from mlp_cli.metrics import MAIN_METRIC
+from mlp_cli import files
+from mlp_cli.tasks import TASKS
 
 # Keys whose value changes the rows or their preparation: the data must then be loaded again for each run.
 DATA_KEYS = ("task", "data", "train.seed")
@@ -59,7 +59,7 @@ def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], 
         shutil.rmtree(base)
     base.mkdir(parents=True, exist_ok=True)
     shared = None if key.startswith(DATA_KEYS) else load_dataset(configs[0])
-    metric = MAIN_METRIC[configs[0].task]
+    metric = TASKS[configs[0].task].main_metric
     result = SweepResult(key, metric, folder=base)
     for index, (value, config) in enumerate(zip(values, configs)):
         run_dir = base / f"{index:02d}-{folder_name(value)}"
@@ -86,18 +86,9 @@ def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], 
 
 def write_csv(result: SweepResult) -> None:
     columns = ["value", "params", "epochs", "train_loss", "test_loss", f"train_{result.metric}", f"test_{result.metric}", "run_dir"]
-    lines = [",".join(columns)]
-    for row in result.rows:
-        cells = [row.value, row.params, row.epochs, row.train_loss, row.test_loss, row.train_metric, row.test_metric, row.run_dir]
-        lines.append(",".join(_cell(c) for c in cells))
-    write_text(result.folder / "sweep.csv", "\n".join(lines) + "\n")
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    return f'"{text}"' if "," in text else text
+    rows = ([row.value, row.params, row.epochs, row.train_loss, row.test_loss, row.train_metric, row.test_metric, row.run_dir]
+            for row in result.rows)
+    files.write_csv(result.folder / "sweep.csv", columns, rows, digits=6)
 
 
 def plot_sweep(result: SweepResult) -> Path | None:

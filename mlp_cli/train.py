@@ -2,161 +2,63 @@
 
 The hot path is plain tensors: one permutation and one gather per epoch, then contiguous slices; losses stay
 on the device and are read at most a few times a second. Each rank of a data-parallel job takes its share of
-every global batch, so the same loop serves one process or many.
+every global batch, so the same loop serves one process or many. What training reports lives in callback.py,
+signal handling in signals.py, last.pt's state in state.py and the run folder in rundir.py.
 """
 
 from __future__ import annotations
 
+import json
 import math
-import os
 import random
 import signal
-import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from mlp_cli import checkpoint, params
+from mlp_cli.callback import Callback, EpochReport, Progress, RunInfo
 from mlp_cli.components import fast_step, loss_function, optimizer as make_optimizer, scheduler as make_scheduler
-from mlp_cli.config import Config, dump_yaml, flatten
+from mlp_cli.config import Config
 from mlp_cli.data import Dataset, Split, load_dataset
 from mlp_cli.distributed import World, epoch_plan, local_positions
 from mlp_cli.device import available_bytes, default_threads, human_bytes, resolve_device
 from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInterrupted
 from mlp_cli.evaluate import autocast, evaluate_split, model_outputs
-from mlp_cli.files import remove_stale_temps, write_text
+from mlp_cli.files import json_safe, write_text
 from mlp_cli.metrics import MAIN_METRIC
 from mlp_cli.model import build_model, forward_chain, widths
+from mlp_cli.rundir import RUN_FILES, RunDir
+from mlp_cli.signals import SignalHandlers, StopFlag
+from mlp_cli.state import TrainState, pack_history, unpack_history
 
-RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "diagnostics.csv")
+__all__ = [
+    "RUN_FILES", "Callback", "EpochReport", "Levers", "Progress", "RunInfo", "StopFlag", "TrainState", "Trainer",
+    "pack_history", "train", "unpack_history",
+]
+
 PROGRESS_EVERY_S = 0.1
 VOTE_EVERY = 16  # steps between the ranks' stop votes under torchrun
 
 
-# ---------------------------------------------------------------------------------------------- reports
+@dataclass(frozen=True)
+class Levers:
+    """Hot-path speed-ups, all on by default; benchmarks/bench.py turns each off to measure what it buys."""
 
-
-@dataclass
-class RunInfo:
-    config: Config
-    run_dir: Path
-    device: str
-    threads: int
-    layers: list
-    total_params: int
-    n_train: int
-    n_val: int
-    n_test: int
-    steps_per_epoch: int
-    start_epoch: int
-    labels: list | None
-    world_size: int = 1
-
-
-@dataclass
-class Progress:
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    rows: int  # rows trained on so far in this epoch (all ranks)
-    seconds: float  # since the epoch started
-    running_loss: float
-
-
-@dataclass
-class EpochReport:
-    epoch: int
-    epochs: int
-    train_loss: float
-    val: dict | None
-    lr: float
-    seconds: float
-    improved: bool
-    best_epoch: int
-    main_metric: str
-    diagnostics: list | None = None
-
-
-class Callback:
-    """Receives what training has to say; the library never prints. Override what you need."""
-
-    def on_start(self, info: RunInfo) -> None: ...
-
-    def on_progress(self, progress: Progress) -> None: ...
-
-    def on_epoch(self, report: EpochReport) -> None: ...
-
-    def on_message(self, text: str) -> None: ...
-
-    def on_diagnostics(self, rows: list[dict], title: str) -> None: ...
-
-    def on_end(self, summary: dict) -> None: ...
-
-
-# ---------------------------------------------------------------------------------------------- stop signals
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it after every step, saves last.pt and stops cleanly."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
-
-    def set(self, signum: int) -> None:
-        self.signum = signum
-
-
-class _SignalHandlers:
-    def __init__(self, flag: StopFlag):
-        self.flag = flag
-        self.previous: dict = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.flag:  # a second Ctrl-C means "now": give the default behaviour back
-            signal.signal(signum, signal.SIG_DFL)
-        self.flag.set(signum)
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-# ---------------------------------------------------------------------------------------------- state
-
-
-@dataclass
-class TrainState:
-    """Everything that continues from one step to the next; saved in last.pt so a run resumes bit for bit."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # steps completed in the current epoch (mid-epoch saves)
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-    history: list = field(default_factory=list)
-    epoch_generator_state: torch.Tensor | None = None  # shuffling generator at the start of the current epoch
-    partial_losses: torch.Tensor | None = None
-    wall_seconds: float = 0.0
-
-
-# ---------------------------------------------------------------------------------------------- trainer
+    fused: bool = True  # fused (single-kernel) optimizer
+    fast_step: bool = True  # the fused Adam kernel called directly (components.fast_step)
+    fast_forward: bool = True  # forward without nn.Module hook dispatch (model.forward_chain)
 
 
 class Trainer:
-    """One training run of one config into one run directory."""
+    """One training run of one config into one run directory.
+
+    `run()` is `setup()`, then `train_epoch()` and `end_epoch()` per epoch until done, then `finish()`; tests and
+    benchmarks call these seams one by one.
+    """
 
     def __init__(
         self,
@@ -169,53 +71,38 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
         stop: StopFlag | None = None,
+        levers: Levers | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir if run_dir is not None else config.output_dir)
+        self.rundir = RunDir(self.run_dir, config, resume=resume, overwrite=overwrite)
         self.callback = callback or Callback()
         self.world = world or World()
         self.resume = resume
         self.overwrite = overwrite
         self.stop = stop if stop is not None else StopFlag()
+        self.levers = levers or Levers()
         self.data = data
         self.state = TrainState()
         self.best_state: dict | None = None
-        self._next_save = math.inf
+        # Set by setup():
+        self.device: torch.device | None = None
+        self.model: torch.nn.Sequential | None = None
+        self.net = None  # the model as trained: wrapped for DDP and/or compiled
+        self.loss_fn = None
+        self.optimizer = None
+        self.scheduler = None
+        self.generator: torch.Generator | None = None
+        self.diagnostics = None
+        self.total_params = 0
+        self.started = 0.0  # perf_counter at setup; this session's wall time counts from here
+        self.next_save = math.inf  # perf_counter at which the next mid-epoch last.pt is due
 
     # -- setup
 
     def check_run_dir(self) -> dict | None:
         """Refuse to clobber a run unless asked; with --resume, load last.pt. Changes nothing on disk."""
-        run_dir = self.run_dir
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunError(f"output_dir {run_dir} is a file, not a folder")
-        present = [name for name in RUN_FILES if (run_dir / name).exists()]
-        if self.resume:
-            last = run_dir / "last.pt"
-            if not last.exists():
-                raise RunError(f"nothing to resume: {last} does not exist (start the run without --resume)")
-            stored = checkpoint.load(last)
-            if "train_state" not in stored:
-                raise RunError(f"{last} holds no training state to resume from")
-            self._check_same_config(stored["config"])
-            return stored
-        if present and not self.overwrite:
-            raise RunError(
-                f"{run_dir} already holds a run ({', '.join(present)}); pass --overwrite to replace it, "
-                f"--resume to continue it, or set output_dir=<new folder>"
-            )
-        return None
-
-    def _check_same_config(self, stored: dict) -> None:
-        ignore = {"train.epochs"}
-        old, new = flatten(stored), flatten(self.config.to_dict())
-        differ = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
-        if differ:
-            details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
-            raise RunError(
-                f"cannot resume {self.run_dir}: the config differs from the stored one in {', '.join(differ)} ({details}); "
-                "only train.epochs may change on resume"
-            )
+        return self.rundir.check()
 
     def _check_memory(self, device: torch.device, n_in: int, n_out: int) -> None:
         cfg = self.config
@@ -232,16 +119,14 @@ class Trainer:
     # -- run
 
     def run(self) -> dict:
-        with _SignalHandlers(self.stop):
-            started = time.perf_counter()
-            total = self._setup()
-            self._started = started
-            self._next_save = time.perf_counter() + self.config.train.checkpoint_interval
-            self._loop(started)
-            return self._finish(started, total)
+        with SignalHandlers(self.stop):
+            self.setup()
+            self._loop()
+            return self.finish()
 
-    def _setup(self) -> int:
+    def setup(self) -> None:
         """Everything before the first step; nothing in the run directory changes until data and model are valid."""
+        self.started = time.perf_counter()
         cfg, tcfg = self.config, self.config.train
         stored = self.check_run_dir()
         device = resolve_device(tcfg.device)
@@ -258,7 +143,7 @@ class Trainer:
         n_in, n_out = data.n_inputs, data.n_outputs
         self._check_memory(device, n_in, n_out)
         layers = params.count_layers(widths(n_in, n_out, cfg.model), cfg.model.batch_norm)
-        total = params.total(layers)
+        total = self.total_params = params.total(layers)
         threads = tcfg.threads or default_threads(total)
         if device.type == "cpu":
             torch.set_num_threads(threads)
@@ -277,7 +162,7 @@ class Trainer:
         self.loss_fn = loss_function(cfg.loss_name)
         self.optimizer = make_optimizer(
             tcfg.optimizer, model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, momentum=tcfg.momentum,
-            fused=fused_available(device),
+            fused=self.levers.fused and fused_available(device),
         )
         self.scheduler = make_scheduler(
             tcfg.scheduler, self.optimizer, epochs=tcfg.epochs, step_size=tcfg.step_size, gamma=tcfg.gamma,
@@ -294,7 +179,9 @@ class Trainer:
                 self.stop.signum,
             )
         if self.world.is_main:
-            self._prepare_run_dir(fresh=stored is None)
+            removed = self.rundir.prepare(fresh=stored is None)
+            if removed:
+                self.callback.on_message(f"removed {removed} temporary file(s) left by an interrupted save")
         self.world.barrier()
 
         steps = math.ceil(len(data.train) / tcfg.batch_size)
@@ -303,7 +190,6 @@ class Trainer:
                     len(data.val) if data.val is not None else 0, len(data.test) if data.test is not None else 0,
                     steps, self.state.epoch, data.prep.labels, self.world.size)
         )
-        self.diagnostics = None
         if tcfg.diagnostics:
             from mlp_cli.diagnostics import Diagnostics
 
@@ -311,23 +197,7 @@ class Trainer:
             if stored is None:
                 rows = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, epoch=0)
                 self.callback.on_diagnostics(rows, "layer health at initialization")
-        return total
-
-    def _prepare_run_dir(self, fresh: bool) -> None:
-        run_dir = self.run_dir
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunError(f"cannot create output_dir {run_dir}: {exc.strerror or exc}") from None
-        removed = remove_stale_temps(run_dir)
-        if removed:
-            self.callback.on_message(f"removed {removed} temporary file(s) left by an interrupted save")
-        # Writing config.yaml first also proves the folder is writable before any training time is spent.
-        write_text(run_dir / "config.yaml", dump_yaml(self.config))
-        if fresh:
-            for name in RUN_FILES:
-                if name != "config.yaml":
-                    (run_dir / name).unlink(missing_ok=True)
+        self.next_save = time.perf_counter() + tcfg.checkpoint_interval
 
     def _wrap(self, model, device):
         net = model
@@ -352,7 +222,7 @@ class Trainer:
         train = self.data.train
         return train.head(min(len(train), max(self.config.train.batch_size, 256)))
 
-    def _loop(self, started: float) -> None:
+    def _loop(self) -> None:
         tcfg = self.config.train
         while self.state.epoch < tcfg.epochs:
             # Checked before each epoch, so a resumed run that had already stopped early stays stopped.
@@ -364,11 +234,14 @@ class Trainer:
                 break
             epoch = self.state.epoch + 1
             epoch_started = time.perf_counter()
-            train_loss = self._train_epoch(epoch, started)
-            report = self._end_epoch(epoch, train_loss, time.perf_counter() - epoch_started, started)
-            self.callback.on_epoch(report)
+            train_loss = self.train_epoch(epoch)
+            report = self.end_epoch(epoch, train_loss, time.perf_counter() - epoch_started)
+            # Under torchrun every rank must leave the loop together, so a stop asked on any rank stops all.
+            if self.world.agree(bool(self.callback.on_epoch(report)), self.device):
+                self.callback.on_message(f"stopped after epoch {epoch}: a callback asked to stop")
+                break
 
-    def _train_epoch(self, epoch: int, started: float) -> float:
+    def train_epoch(self, epoch: int) -> float:
         """One pass over the training rows; returns the mean training loss (read once, at the end)."""
         tcfg, train, world = self.config.train, self.data.train, self.world
         n, batch = len(train), tcfg.batch_size
@@ -408,9 +281,10 @@ class Trainer:
             return step_losses
 
         loss_fn, task = self.loss_fn, self.config.task
-        net = forward_chain(self.model) if self.net is self.model else self.net
+        levers = self.levers
+        net = forward_chain(self.model) if self.net is self.model and levers.fast_forward else self.net
         # The direct kernel call needs the optimizer's state, which its own first step creates.
-        optimizer_step = fast_step(self.optimizer) if self.optimizer.state else None
+        optimizer_step = self.optimizer.step if not levers.fast_step else fast_step(self.optimizer) if self.optimizer.state else None
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         # The loss is a sum; seeding backward with world/count turns its gradient into the global batch mean
@@ -420,7 +294,7 @@ class Trainer:
         distributed = world.size > 1
         cast = autocast(self.device, tcfg.precision)
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
-        next_save = self._next_save
+        next_save = self.next_save
         epoch_started = time.perf_counter()
         for step, (xb, yb) in zip(range(first, len(counts)), batches):
             with cast:
@@ -459,9 +333,9 @@ class Trainer:
                 if not distributed and now >= next_save and step + 1 < len(counts):
                     self.state.step = step + 1
                     self.state.partial_losses = losses().cpu()
-                    self._save_last(started)
+                    self.save_last()
                     next_save = time.perf_counter() + tcfg.checkpoint_interval
-        self._next_save = next_save
+        self.next_save = next_save
         self.state.step = 0
         self.state.partial_losses = None
         every = losses()
@@ -470,7 +344,6 @@ class Trainer:
         if not math.isfinite(mean):
             self._diverged(epoch, every)
         return mean
-
     def _diverged(self, epoch: int, losses: torch.Tensor) -> None:
         bad = torch.nonzero(~torch.isfinite(losses)).flatten()
         step = int(bad[0]) + 1 if len(bad) else len(losses)
@@ -490,16 +363,17 @@ class Trainer:
         self.state.partial_losses = self.world.all_reduce(losses.clone()).cpu()
         if not torch.isfinite(self.state.partial_losses[:step]).all():
             self._diverged(epoch, self.state.partial_losses[:step])  # never save weights that are already NaN
-        self._save_last(self._started)
+        self.save_last()
         raise TrainingInterrupted(
             f"{name} received: stopped at epoch {epoch}, step {step}; saved {self.run_dir / 'last.pt'}", signum
         )
 
-    def _end_epoch(self, epoch: int, train_loss: float, seconds: float, started: float) -> EpochReport:
+    def end_epoch(self, epoch: int, train_loss: float, seconds: float) -> EpochReport:
+        """Validate, keep the best weights, step the scheduler, write best.pt, metrics.csv and last.pt."""
         cfg, state = self.config, self.state
         val = None
         if self.data.val is not None:
-            val = self._evaluate(self.data.val)
+            val = self.evaluate(self.data.val)
         monitor = val["loss"] if val is not None else train_loss
         improved = monitor < state.best_loss
         if improved:
@@ -523,13 +397,14 @@ class Trainer:
             diagnostics = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, epoch=epoch)
         if self.world.is_main:
             if improved and self.data.val is not None:
-                checkpoint.save(self.run_dir / "best.pt", self._payload(self.best_state, epoch, {"val": val}, kind="best"))
-            self._write_metrics_csv()
-            self._save_last(started)
+                checkpoint.save(self.run_dir / "best.pt", self.payload(self.best_state, epoch, {"val": val}, kind="best"))
+            self.rundir.write_metrics(state.history)
+            self.save_last()
         self.world.barrier()
         return EpochReport(epoch, cfg.train.epochs, train_loss, val, lr, seconds, improved, state.best_epoch, main, diagnostics)
 
-    def _evaluate(self, split) -> dict:
+    def evaluate(self, split) -> dict:
+        """Loss and metrics of the current model on `split` (all ranks' rows under torchrun)."""
         from mlp_cli.metrics import Accumulator
 
         prep = self.data.prep
@@ -543,87 +418,51 @@ class Trainer:
 
     # -- files
 
-    def _payload(self, model_state: dict, epoch: int, metrics: dict, kind: str, **extra) -> dict:
+    def payload(self, model_state: dict, epoch: int, metrics: dict, kind: str, **extra) -> dict:
+        """A checkpoint of this run holding `model_state`."""
         return checkpoint.payload(self.config, model_state, self.data.prep, kind=kind, epoch=epoch, metrics=metrics, **extra)
 
-    def _save_last(self, started: float) -> None:
+    def save_last(self) -> None:
+        """last.pt: the model and everything a resume needs to continue bit for bit (main rank only)."""
         if not self.world.is_main:
             return
-        state = self.state
-        train_state = {
-            "epoch": state.epoch,
-            "step": state.step,
-            "best_loss": state.best_loss,
-            "best_epoch": state.best_epoch,
-            "bad_epochs": state.bad_epochs,
-            "history": pack_history(state.history),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
-                "generator": self.generator.get_state(),
-                "epoch_generator": state.epoch_generator_state,
-            },
-            "partial_losses": state.partial_losses,
-            "best_state": (
-                {k: v.detach().cpu().clone() for k, v in self.best_state.items()} if self.best_state is not None else None
-            ),
-            "wall_seconds": state.wall_seconds + (time.perf_counter() - started),
-        }
-        metrics = {"history": state.history[-1:]}
+        train_state = self.state.to_dict(
+            optimizer=self.optimizer, scheduler=self.scheduler, generator=self.generator, device=self.device,
+            best_state=self.best_state, elapsed=time.perf_counter() - self.started,
+        )
+        metrics = {"history": self.state.history[-1:]}
         checkpoint.save(
             self.run_dir / "last.pt",
-            self._payload(self.model.state_dict(), state.epoch, metrics, kind="last", train_state=train_state),
+            self.payload(self.model.state_dict(), self.state.epoch, metrics, kind="last", train_state=train_state),
         )
 
     def _restore(self, stored: dict) -> None:
-        ts = stored["train_state"]
         self.model.load_state_dict(stored["model_state"])
-        self.optimizer.load_state_dict(ts["optimizer"])
-        if self.scheduler is not None and ts["scheduler"] is not None:
-            self.scheduler.load_state_dict(ts["scheduler"])
-        rng = ts["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.generator.set_state(rng["generator"])
-        state = self.state
-        state.epoch, state.step = ts["epoch"], ts["step"]
-        state.best_loss, state.best_epoch, state.bad_epochs = ts["best_loss"], ts["best_epoch"], ts["bad_epochs"]
-        state.history = unpack_history(ts["history"])
-        state.epoch_generator_state = rng["epoch_generator"]
-        state.partial_losses = ts["partial_losses"]
-        state.wall_seconds = ts["wall_seconds"]
-        if ts["best_state"] is not None:
-            self.best_state = {k: v.to(self.device) for k, v in ts["best_state"].items()}
+        self.state, best_state = TrainState.from_dict(
+            stored["train_state"], optimizer=self.optimizer, scheduler=self.scheduler, generator=self.generator
+        )
+        if best_state is not None:
+            self.best_state = {k: v.to(self.device) for k, v in best_state.items()}
 
-    def _write_metrics_csv(self) -> None:
-        rows = self.state.history
-        # Lines already formatted are kept, so a long run does not re-format its whole history every epoch.
-        lines = self._csv_lines = getattr(self, "_csv_lines", None) or [",".join(rows[0])]
-        for row in rows[len(lines) - 1 :]:
-            lines.append(",".join("" if v is None else (f"{v:.8g}" if isinstance(v, float) else str(v)) for v in row.values()))
-        write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
-
-    def _finish(self, started: float, total_params: int) -> dict:
+    def finish(self) -> dict:
+        """Keep the best weights, evaluate every split and the baselines, write best.pt and summary.json."""
         cfg, state = self.config, self.state
         if self.best_state is not None and self.data.val is not None:
             self.model.load_state_dict(self.best_state)
         else:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             state.best_epoch = state.epoch
-        train = self._evaluate(self.data.train)
-        val = self._evaluate(self.data.val) if self.data.val is not None else None
-        test = self._evaluate(self.data.test) if self.data.test is not None else None
+        train = self.evaluate(self.data.train)
+        val = self.evaluate(self.data.val) if self.data.val is not None else None
+        test = self.evaluate(self.data.test) if self.data.test is not None else None
         baselines = None
         if self.world.is_main and isinstance(self.data.train, Split):  # baselines need the table in memory
             from mlp_cli.baselines import baselines as compute_baselines
 
             baselines = compute_baselines(self.config, self.data, self.device)
-        wall = state.wall_seconds + (time.perf_counter() - started)
+        wall = state.wall_seconds + (time.perf_counter() - self.started)
         summary = {
-            "params": total_params,
+            "params": self.total_params,
             "epochs_run": state.epoch,
             "best_epoch": state.best_epoch,
             "stopped_early": state.epoch < cfg.train.epochs,
@@ -638,37 +477,14 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
         if self.world.is_main:
-            import json
-
             checkpoint.save(
                 self.run_dir / "best.pt",
-                self._payload(self.best_state, state.best_epoch, {"val": val, "test": test}, kind="best"),
+                self.payload(self.best_state, state.best_epoch, {"val": val, "test": test}, kind="best"),
             )
             write_text(self.run_dir / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
         self.world.barrier()
         self.callback.on_end(summary)
         return summary
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def pack_history(history: list[dict]) -> dict:
-    """Epoch rows as one float64 tensor (NaN for empty cells): cheap to save every epoch however long the run."""
-    if not history:
-        return {"columns": [], "values": torch.zeros(0, 0, dtype=torch.float64)}
-    columns = list(history[0])
-    values = [[math.nan if row[c] is None else float(row[c]) for c in columns] for row in history]
-    return {"columns": columns, "values": torch.tensor(values, dtype=torch.float64)}
-
-
-def unpack_history(packed: dict) -> list[dict]:
-    rows = []
-    for values in packed["values"].tolist():
-        row = {c: (None if math.isnan(v) else v) for c, v in zip(packed["columns"], values)}
-        row["epoch"] = int(row["epoch"])
-        rows.append(row)
-    return rows
 
 
 def seed_everything(seed: int) -> None:
@@ -678,20 +494,7 @@ def seed_everything(seed: int) -> None:
 
 def fused_available(device: torch.device) -> bool:
     """torch has fused (single-kernel) Adam/AdamW/SGD for CUDA, and for CPU since 2.4."""
-    if os.environ.get("MLP_NO_FUSED"):  # benchmarks/bench.py measures this lever by turning it off
-        return False
     return device.type in ("cuda", "cpu")
-
-
-def json_safe(value):
-    """NaN and infinity are not JSON; write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def train(config: Config, run_dir: Path | None = None, **options) -> dict:

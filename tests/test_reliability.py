@@ -368,6 +368,15 @@ def test_ctrl_c_during_setup_changes_nothing(invoke, multiclass_config, tmp_path
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
 
 
+def test_training_interrupted_keeps_its_signal_number(multiclass_config, tmp_path):
+    flag = StopFlag()
+    flag.set(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as info:
+        Trainer(load_config(multiclass_config), stop=flag).run()
+    assert info.value.signum == signal.SIGTERM and info.value.exit_code == 128 + signal.SIGTERM
+    assert not (tmp_path / "run").exists()
+
+
 def test_batch_norm_with_a_one_row_last_batch_trains(invoke, regression_config):
     from mlp_cli.data import load_dataset
 

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from mlp_cli.config import load_config
-from mlp_cli.data import load_dataset
+from mlp_cli.data import ROLES, load_dataset, uniform
 from mlp_cli.distributed import World
-from mlp_cli.stream import ROLES, uniform
 
 from conftest import write_config
 

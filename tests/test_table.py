@@ -1,4 +1,4 @@
-"""The file layer (mlp_cli.table): choosing a reader by extension, CSV/Parquet parity and file-level errors."""
+"""The file layer (mlp_cli.data.readers): choosing a reader by extension, CSV/Parquet parity and file-level errors."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import torch
 
 from conftest import assert_data_error
 from mlp_cli.config import config_from_dict, load_config
-from mlp_cli.data import load_dataset
+from mlp_cli.data import READERS, file_kind, header, load_dataset, load_frame, load_frames, read_table, reader_for
 from mlp_cli.errors import DataError, MLPError
-from mlp_cli.table import file_kind, header, load_frame, read_table
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
@@ -280,3 +279,27 @@ def test_empty_text_cell_is_missing_not_a_category(tmp_path):
     frame, _ = load_frame(path, None, ["kind"], "label", target_required=True)
     assert list(frame.text["kind"]) == ["u", None, None, "v"]
     assert list(frame.target) == ["x", "y", "x", None]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_every_reader_yields_the_same_frame_whole_or_in_chunks(tmp_path, suffix):
+    # Chunks small enough that the file arrives in several: Parquet row groups of 7 rows, CSV blocks of 64 bytes.
+    columns, rows = mixed_table(60)
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        write_csv(path, columns, rows)
+    else:
+        pq.write_table(pa.table({name: [row[j] for row in rows] for j, name in enumerate(columns)}), str(path), row_group_size=7)
+    features = [c for c in columns if c != "label"]
+    whole, _ = load_frame(path, features, ["colour"], "label", target_required=True)
+    reader = reader_for(path)
+    assert type(reader) is READERS[suffix[1:]]
+    if suffix == ".csv":
+        reader.chunk_bytes = 64
+    parts = list(load_frames(path, features, ["colour"], "label", reader=reader))
+    assert len(parts) > 1
+    np.testing.assert_array_equal(np.concatenate([p.numeric for p in parts]), whole.numeric)
+    np.testing.assert_array_equal(np.concatenate([p.text["colour"] for p in parts]), whole.text["colour"])
+    assert [str(v) for p in parts for v in p.target] == [str(v) for v in whole.target]
+    np.testing.assert_array_equal(np.concatenate([p.rows for p in parts]), whole.rows)
+    assert parts[-1].rows_text(np.array([len(parts[-1]) - 1])) == whole.rows_text(np.array([len(whole) - 1]))

@@ -68,8 +68,8 @@ def test_one_epoch_equals_a_hand_written_loop(multiclass_config):
 
     config = load_config(multiclass_config, ["model.dropout=0", "data.val_fraction=0"])
     trainer = Trainer(config, overwrite=True)
-    trainer._setup()
-    trainer._started, trainer._next_save = 0.0, float("inf")
+    trainer.setup()
+    trainer.next_save = float("inf")
     torch.manual_seed(config.train.seed)
     model = build_model(trainer.data.n_inputs, trainer.data.n_outputs, config.model)
     model.load_state_dict(trainer.model.state_dict())
@@ -77,7 +77,7 @@ def test_one_epoch_equals_a_hand_written_loop(multiclass_config):
     generator = torch.Generator().manual_seed(config.train.seed)
     x, y = trainer.data.train.x, trainer.data.train.y
     for epoch in (1, 2):
-        trainer._train_epoch(epoch, 0.0)
+        trainer.train_epoch(epoch)
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.train.batch_size):
             index = order[start : start + config.train.batch_size]
@@ -94,3 +94,50 @@ def test_fast_step_self_check_leaves_the_global_rng_alone(monkeypatch):
     before = torch.get_rng_state()
     assert components._fast_step_matches_torch()
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_a_callback_can_stop_training_and_the_run_ends_cleanly(multiclass_config, tmp_path):
+    """A tuner's pruning: on_epoch sees the validation metric and returns True; the run folder is complete."""
+    from mlp_cli.config import load_config
+    from mlp_cli.train import Callback, Trainer
+
+    class Prune(Callback):
+        def __init__(self):
+            self.seen, self.messages = [], []
+
+        def on_epoch(self, report):
+            self.seen.append((report.epoch, report.val[report.main_metric]))
+            return report.epoch == 2
+
+        def on_message(self, text):
+            self.messages.append(text)
+
+    config = load_config(multiclass_config)
+    prune = Prune()
+    summary = Trainer(config, callback=prune).run()
+    assert [epoch for epoch, _ in prune.seen] == [1, 2] and config.train.epochs == 6
+    assert summary["epochs_run"] == 2 and summary["stopped_early"]
+    assert any("a callback asked to stop" in m for m in prune.messages)
+    run = tmp_path / "run"
+    assert all((run / name).exists() for name in ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json"))
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3
+    assert torch.load(run / "last.pt", weights_only=True)["train_state"]["epoch"] == 2
+
+
+def test_levers_off_train_the_same_weights(multiclass_config, tmp_path):
+    """fast_step and fast_forward are exact shortcuts; the benchmark switches them off through Levers, not the env."""
+    from mlp_cli.config import load_config
+    from mlp_cli.train import Levers, Trainer
+
+    config = load_config(multiclass_config, ["train.epochs=1"])
+    weights = []
+    for levers in (Levers(), Levers(fast_step=False, fast_forward=False)):
+        trainer = Trainer(config, tmp_path / str(len(weights)), levers=levers)
+        trainer.setup()
+        trainer.train_epoch(1)
+        weights.append(trainer.model.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    slow = Trainer(config, tmp_path / "slow", levers=Levers(fused=False))
+    slow.setup()
+    assert not slow.optimizer.param_groups[0]["fused"]

@@ -14,9 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from mlp_cli.config import Config
-from mlp_cli.data import Preprocessor, _label_values, _missing_target, _sort_key
+from mlp_cli.data.prepare import Dataset, Preprocessor
+from mlp_cli.data.readers import Frame, ParquetReader, check_columns, to_frame
+from mlp_cli.data.rules import (
+    check_regression_target,
+    class_labels,
+    count_labels,
+    feature_scaling,
+    impute_means,
+    target_scaling,
+    usable_rows,
+)
 from mlp_cli.errors import DataError
-from mlp_cli.table import Frame, _numeric_matrix, _target_column, check_columns
+from mlp_cli.tasks import TASKS
 
 ROLES = ("train", "val", "test")
 _MASK = (1 << 64) - 1
@@ -31,6 +41,7 @@ class Unit:
     rows: int
     first_row: int  # position of its first row in the whole dataset (for the split hash)
     counts: dict  # usable rows per role, after missing-value handling
+    file_row: int = 0  # position of its first row in its own file (for messages)
 
 
 def uniform(ids: np.ndarray, seed: int) -> np.ndarray:
@@ -44,13 +55,13 @@ def uniform(ids: np.ndarray, seed: int) -> np.ndarray:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".parquet", ".pq") and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in ParquetReader.suffixes and p.is_file())
         if not files:
             raise DataError(f"{path}: no .parquet files in this folder")
         return files
     if not path.exists():
         raise DataError(f"data file not found: {path}")
-    if path.suffix.lower() not in (".parquet", ".pq"):
+    if path.suffix.lower() not in ParquetReader.suffixes:
         raise DataError(f"{path}: data.streaming reads Parquet (a file or a folder of shards), not {path.suffix or 'this file'}")
     return [path]
 
@@ -59,49 +70,40 @@ class ParquetSource:
     """The row groups of a Parquet file or folder and what role each of their rows plays."""
 
     def __init__(self, path: Path, config: Config, roles_from_hash: bool):
-        import pyarrow.parquet as pq
-
         self.config = config
         self.path = path
         self.roles_from_hash = roles_from_hash  # False for a test file: every row is a test row
         self.units: list[Unit] = []
         self.names: list[str] = []
-        self._metadata: dict = {}
+        self._readers: dict[str, tuple[ParquetReader, object]] = {}  # path -> (reader, its parsed footer)
         offset = 0
         for file in _files(path):
-            try:
-                meta = pq.read_metadata(str(file))
-            except Exception as exc:  # pyarrow raises several types for a damaged file
-                raise DataError(f"{file}: not a readable Parquet file: {exc}") from None
-            self._metadata[str(file)] = meta
+            reader = ParquetReader(file)
+            meta = reader.metadata()
+            self._readers[str(file)] = (reader, meta)
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
             if not self.names:
                 self.names = names
             elif names != self.names:
                 raise DataError(f"{file}: columns differ from the other shards ({', '.join(names)} vs {', '.join(self.names)})")
+            file_row = 0
             for group in range(meta.num_row_groups):
                 rows = meta.row_group(group).num_rows
                 if rows:
-                    self.units.append(Unit(str(file), group, rows, offset, {}))
+                    self.units.append(Unit(str(file), group, rows, offset, {}, file_row))
                     offset += rows
+                    file_row += rows
         if not self.units:
             raise DataError(f"{path}: no data rows")
         self.total_rows = offset
 
     def read(self, unit: Unit, features: list[str], target: str | None) -> Frame:
-        import pyarrow.parquet as pq
-
         columns = features + ([target] if target else [])
         # The footer is parsed once per file and kept; the file itself is opened per read, so a folder of
         # thousands of shards never holds thousands of descriptors.
-        handle = pq.ParquetFile(unit.path, metadata=self._metadata[unit.path])
-        try:
-            table = handle.read_row_group(unit.row_group, columns=columns)
-        finally:
-            handle.close()
-        numeric = _numeric_matrix(table, features, unit.path, "parquet")
-        target_values = _target_column(table, target) if target else None
-        return Frame(unit.path, "parquet", numeric, features, {}, target_values, np.arange(unit.rows))
+        reader, meta = self._readers[unit.path]
+        table = reader.row_group(unit.row_group, columns, meta)
+        return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows))
 
     def roles(self, unit: Unit) -> np.ndarray:
         """0 train, 1 validation, 2 test, for each row of the unit."""
@@ -115,26 +117,6 @@ class ParquetSource:
         roles[u < test_share + val_share] = 1
         roles[u < test_share] = 2
         return roles
-
-
-def _usable(frame: Frame, policy: str) -> np.ndarray:
-    """Rows to keep: missing targets never; missing features only under `drop`. `error` raises."""
-    holes = np.isnan(frame.numeric)
-    if np.isinf(frame.numeric).any():
-        rows, cols = np.nonzero(np.isinf(frame.numeric))
-        raise DataError(f"{frame.origin}: column {frame.numeric_names[cols[0]]!r} holds an infinite value at row {rows[0] + 1}")
-    target_holes = _missing_target(frame.target) if frame.target is not None else np.zeros(len(holes), dtype=bool)
-    if policy == "error" and (holes.any() or target_holes.any()):
-        column = next((frame.numeric_names[j] for j in range(holes.shape[1]) if holes[:, j].any()), "the target")
-        first = np.flatnonzero(holes.any(axis=1) | target_holes)[:5] + 1
-        raise DataError(
-            f"{frame.origin}: missing values in {column!r} at row(s) {', '.join(map(str, first))} of its row group; "
-            "set data.missing: drop or mean"
-        )
-    keep = ~target_holes
-    if policy == "drop":
-        keep &= ~holes.any(axis=1)
-    return keep
 
 
 def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetSource | None]:
@@ -165,7 +147,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
             continue
         for unit in owner.units:
             frame = owner.read(unit, features, data.target)
-            keep = _usable(frame, data.missing)
+            keep = usable_rows(frame, data.missing)
             roles = owner.roles(unit)
             unit.counts = {role: int(((roles == i) & keep).sum()) for i, role in enumerate(ROLES)}
             if owner is test:
@@ -176,40 +158,30 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
             total += np.where(finite, x, 0).sum(axis=0)
             squares += np.where(finite, x * x, 0).sum(axis=0)
             present += finite.sum(axis=0)
-            values = frame.target[keep]
-            if task == "regression":
-                if values.dtype == object:
-                    raise DataError(f"{frame.origin}: regression target {data.target!r} is not numeric")
+            if not TASKS[task].classes:
+                check_regression_target(frame, data.target)
                 y = frame.target[train_rows]
                 y_sum += float(y.sum())
                 y_squares += float((y * y).sum())
             else:
-                for label in _label_values(values, frame.origin, data.target):
-                    label_counts[label] = label_counts.get(label, 0) + 1
+                count_labels(frame.take(np.flatnonzero(keep)), data.target, label_counts)
     n_train = sum(u.counts["train"] for u in source.units)
     if n_train < 2:
         raise DataError(f"{source.path}: only {n_train} training row(s) after the split; a model needs more data")
     prep = Preprocessor(task, data.target, features, {}, data.missing)
     mean = total / np.maximum(present, 1)
     if data.missing == "mean":
-        prep.impute = {name: float(m) for name, m in zip(features, mean)}
+        prep.impute = impute_means(features, total, present)
     if data.standardize:
         # Imputed values sit at the mean, so they add nothing to the sum of squared deviations.
         variance = np.maximum(squares / np.maximum(present, 1) - mean * mean, 0) * present / n_train
-        scale = np.sqrt(variance)
-        scale[scale < 1e-12] = 1.0
-        prep.mean, prep.scale = mean.tolist(), scale.tolist()
-    if task == "regression":
+        prep.mean, prep.scale = feature_scaling(mean, np.sqrt(variance))
+    if not TASKS[task].classes:
         if data.standardize_target:
-            prep.target_mean = y_sum / n_train
-            prep.target_scale = float(np.sqrt(max(y_squares / n_train - prep.target_mean**2, 0))) or 1.0
+            y_mean = y_sum / n_train
+            prep.target_mean, prep.target_scale = target_scaling(y_mean, np.sqrt(max(y_squares / n_train - y_mean**2, 0)))
     else:
-        labels = sorted(label_counts, key=_sort_key)
-        if len(labels) < 2:
-            raise DataError(f"{source.path}: target {data.target!r} has one class only; a classifier needs at least two")
-        if task == "binary" and len(labels) != 2:
-            raise DataError(f"{source.path}: task binary needs exactly two classes, target {data.target!r} has {len(labels)}")
-        prep.labels = [label.item() if hasattr(label, "item") else label for label in labels]
+        prep.labels = class_labels(task, label_counts, str(source.path), data.target)
     return prep, source, test
 
 
@@ -235,7 +207,7 @@ class StreamSplit:
 
     def _arrays(self, unit: Unit):
         frame = self.source.read(unit, self.prep.features, self.prep.target)
-        keep = _usable(frame, self.prep.missing) & (self.source.roles(unit) == ROLES.index(self.role))
+        keep = usable_rows(frame, self.prep.missing) & (self.source.roles(unit) == ROLES.index(self.role))
         frame = frame.take(np.flatnonzero(keep))
         return self.prep.inputs(frame), self.prep.targets(frame)
 
@@ -332,7 +304,7 @@ class StreamSplit:
                 emitted += 1
         # A rank with fewer rows keeps stepping with empty batches so every rank joins every all-reduce.
         width = len(self.prep.feature_names)
-        empty_y = torch.empty(0, dtype=torch.float32 if self.prep.task != "multiclass" else torch.int64)
+        empty_y = torch.empty(0, dtype=getattr(torch, TASKS[self.prep.task].target_dtype))
         while emitted < steps:
             if emitted >= skip:
                 xb = torch.empty(0, width)
@@ -342,8 +314,6 @@ class StreamSplit:
 
 def load_streaming(config: Config):
     """A Dataset whose splits stream from Parquet; only the fitted preprocessor is held in memory."""
-    from mlp_cli.data import Dataset
-
     prep, source, test = fit_streaming(config)
     buffer = config.data.shuffle_buffer
     train = StreamSplit(source, "train", prep, buffer)

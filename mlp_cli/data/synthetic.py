@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlp_cli.data.readers import Frame
 from mlp_cli.errors import ConfigError
-from mlp_cli.table import Frame
+from mlp_cli.tasks import TASKS
 
 REGRESSION = {"sine"}
 CLASSIFICATION = {"moons", "circles", "spirals", "xor"}
@@ -14,16 +15,16 @@ CLASSIFICATION = {"moons", "circles", "spirals", "xor"}
 def generate(config, task: str) -> Frame:
     """`config` is a SyntheticConfig; rows are split later exactly like a file's rows."""
     name, n, noise = config.name, config.n, config.noise
-    if name in REGRESSION and task != "regression":
+    if name in REGRESSION and TASKS[task].classes:
         raise ConfigError(f"data.synthetic.name {name} is a regression problem; set task: regression")
-    if name in CLASSIFICATION and task == "regression":
+    if name in CLASSIFICATION and not TASKS[task].classes:
         raise ConfigError(f"data.synthetic.name {name} is a classification problem; set task: binary or multiclass")
     rng = np.random.default_rng(config.seed)
     if name == "sine":
         x = rng.uniform(-np.pi, np.pi, size=(n, 1))
         y = np.sin(2 * x[:, 0]) + noise * rng.normal(size=n)
         return _frame(name, x, y, ["x"])
-    classes = 3 if (name == "spirals" and task == "multiclass") else 2
+    classes = 3 if (name == "spirals" and TASKS[task].n_classes is None) else 2
     x, y = {"moons": _moons, "circles": _circles, "spirals": _spirals, "xor": _xor}[name](rng, n, classes)
     x = x + noise * rng.normal(size=x.shape)
     return _frame(name, x, y.astype(np.float64), ["x1", "x2"])

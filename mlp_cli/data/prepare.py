@@ -1,4 +1,4 @@
-"""From a config's data section to training-ready tensors: labels, splits, imputation, one-hot and scaling.
+"""The fitted `Preprocessor` (label map, categories, imputation, one-hot, scaling) and the in-memory splits.
 
 Everything fitted (label map, categories, means, scales) is fitted on the training split only and kept in a
 plain-data `Preprocessor`, which a checkpoint carries so that predictions on a new file get the same treatment.
@@ -7,46 +7,28 @@ plain-data `Preprocessor`, which a checkpoint carries so that predictions on a n
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mlp_cli.config import Config
+from mlp_cli.data.groups import group_split_indices
+from mlp_cli.data.readers import Frame, read_table
+from mlp_cli.data.rules import (
+    check_regression_target,
+    class_labels,
+    column_stats,
+    count_labels,
+    feature_scaling,
+    impute_means,
+    label_values,
+    sort_key,
+    target_scaling,
+)
 from mlp_cli.errors import DataError, MLPWarning
-from mlp_cli.table import Frame, check_columns, header, load_frame
-
-CLASSIFICATION = ("binary", "multiclass")
-
-
-# ---------------------------------------------------------------------------------------------- labels
-
-
-def _label_values(values: np.ndarray, origin: str, target: str) -> np.ndarray:
-    """Raw target values as comparable Python values: integral numbers become ints, text and bools stay."""
-    if values.dtype.kind == "f":
-        finite = values[~np.isnan(values)]
-        if np.any(finite != np.round(finite)):
-            example = next(v for v in finite if v != round(v))
-            raise DataError(
-                f"{origin}: target {target!r} holds non-integer numbers such as {example:g}; "
-                "class labels must be integers, text or booleans (for a continuous target use task: regression)"
-            )
-        return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
-    return values
-
-
-def _missing_target(values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind == "f":
-        return np.isnan(values)
-    return np.array([v is None for v in values], dtype=bool)
-
-
-def _sort_key(value):
-    # bools sort False < True, numbers numerically, text alphabetically; mixed types by type name first.
-    return (type(value).__name__ if not isinstance(value, (int, float)) or isinstance(value, bool) else "number", value)
-
+from mlp_cli.tasks import TASKS
 
 # ---------------------------------------------------------------------------------------------- preprocessor
 
@@ -83,7 +65,7 @@ class Preprocessor:
 
     @property
     def n_outputs(self) -> int:
-        return len(self.labels) if self.task == "multiclass" else 1
+        return TASKS[self.task].width(self.labels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,25 +123,25 @@ class Preprocessor:
         """int64 class indices, float32 0/1 (binary) or float32 values (regression, scaled if fitted so)."""
         if frame.target is None:
             raise DataError(f"{frame.origin}: target column {self.target!r} not found")
-        if self.task == "regression":
+        if not TASKS[self.task].classes:
             if self.target_mean is None:
                 return frame.target.astype(np.float32)
             # Centre in float64 first: a target like 1e6 ± 0.05 would lose its variation in float32.
             return ((frame.target.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
         codes = self._numeric_codes(frame.target)
         if codes is None:
-            values = _label_values(frame.target, frame.origin, self.target)
+            values = label_values(frame.target, frame.origin, self.target)
             lookup = {label: i for i, label in enumerate(self.labels)}
             codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
         if (codes < 0).any():
-            values = _label_values(frame.target, frame.origin, self.target)
-            unseen = sorted({v for v, c in zip(values, codes) if c < 0}, key=_sort_key)
+            values = label_values(frame.target, frame.origin, self.target)
+            unseen = sorted({v for v, c in zip(values, codes) if c < 0}, key=sort_key)
             first = np.flatnonzero(codes < 0)
             raise DataError(
                 f"{frame.origin}: target {self.target!r} has labels never seen in training: "
                 f"{', '.join(map(repr, unseen))} (at {frame.rows_text(first)}); the model knows {', '.join(map(repr, self.labels))}"
             )
-        return codes.astype(np.float32) if self.task == "binary" else codes
+        return codes.astype(TASKS[self.task].target_dtype, copy=False)
 
     def _numeric_codes(self, target: np.ndarray) -> np.ndarray | None:
         """Vectorized label lookup for integer labels read as numbers (the common case, and the streaming hot path)."""
@@ -235,102 +217,7 @@ def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> S
     return Split(torch.from_numpy(x), torch.from_numpy(prep.targets(frame)), frame.rows)
 
 
-# ---------------------------------------------------------------------------------------------- loading
-
-
-def load_dataset(config: Config) -> Dataset:
-    """Read, validate, split and fit; the same config and seed always give the same tensors."""
-    if config.data.streaming:
-        from mlp_cli.stream import load_streaming
-
-        return load_streaming(config)
-    train_frame, test_frame, features = read_frames(config)
-    parts = split_frames(config, train_frame, test_frame)
-    del train_frame, test_frame  # the splits own their rows now; let the full table go
-    prep, x_train = fit(config, parts["train"], features)
-    train = to_split(prep, parts["train"], x_train)
-    val, test = (to_split(prep, parts[name]) if parts[name] is not None else None for name in ("val", "test"))
-    return Dataset(train, val, test, prep)
-
-
-def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
-    data = config.data
-    if data.synthetic is not None:
-        from mlp_cli.synthetic import generate
-
-        frame = generate(data.synthetic, config.task)
-        return frame, None, list(frame.numeric_names)
-    train_path = Path(data.train)
-    frame, features = load_frame(train_path, data.features, data.categorical, data.target, target_required=True)
-    frame = handle_missing(frame, config.data.missing)
-    test = None
-    if data.test:
-        test_path = Path(data.test)
-        check_columns(test_path, header(test_path), features + [data.target], "test")
-        test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True)
-        test = handle_missing(test, config.data.missing)
-    return frame, test, features
-
-
-def handle_missing(frame: Frame, policy: str) -> Frame:
-    """Apply data.missing to a freshly read frame: error names columns and rows; drop removes rows."""
-    nan_cells = np.isnan(frame.numeric)
-    if np.isinf(frame.numeric).any():
-        rows, cols = np.nonzero(np.isinf(frame.numeric))
-        raise DataError(
-            f"{frame.origin}: column {frame.numeric_names[cols[0]]!r} holds an infinite value at {frame.rows_text(rows[:1])}"
-        )
-    by_column = {name: np.flatnonzero(nan_cells[:, j]) for j, name in enumerate(frame.numeric_names) if nan_cells[:, j].any()}
-    for name, values in frame.text.items():
-        holes = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
-        if len(holes):
-            by_column[name] = holes
-    target_holes = np.flatnonzero(_missing_target(frame.target)) if frame.target is not None else np.array([], dtype=np.int64)
-    if policy == "error" and (by_column or len(target_holes)):
-        parts = [f"column {name!r} at {frame.rows_text(rows)}" for name, rows in by_column.items()]
-        if len(target_holes):
-            parts.append(f"target at {frame.rows_text(target_holes)}")
-        raise DataError(
-            f"{frame.origin}: missing values in {'; '.join(parts)}; "
-            "set data.missing: drop (remove those rows) or mean (impute training means)"
-        )
-    drop = np.zeros(len(frame), dtype=bool)
-    if policy == "drop":
-        for rows in by_column.values():
-            drop[rows] = True
-    drop[target_holes] = True
-    if drop.any():
-        kept = np.flatnonzero(~drop)
-        if not len(kept):
-            raise DataError(f"{frame.origin}: every row has a missing value; nothing is left to learn from")
-        reason = "a missing value" if policy == "drop" else "a missing target"
-        warnings.warn(f"{frame.origin}: dropped {int(drop.sum())} rows with {reason}", MLPWarning, stacklevel=2)
-        frame = frame.take(kept)
-    return frame
-
-
-def class_labels(config: Config, frame: Frame) -> list:
-    """The sorted label set of the training file, checked against the task."""
-    values = _label_values(frame.target, frame.origin, config.data.target or "label")
-    counts: dict = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    labels = sorted(counts, key=_sort_key)
-    shown = ", ".join(f"{label!r} ({counts[label]} rows)" for label in labels[:20])
-    if len(labels) < 2:
-        raise DataError(f"{frame.origin}: target {config.data.target!r} has one class only ({shown}); a classifier needs at least two")
-    if config.task == "binary" and len(labels) != 2:
-        raise DataError(
-            f"{frame.origin}: task binary needs exactly two classes, target {config.data.target!r} has {len(labels)}: {shown}"
-            + ("; use task: multiclass" if len(labels) > 2 else "")
-        )
-    single = [label for label in labels if counts[label] == 1]
-    if single:
-        raise DataError(
-            f"{frame.origin}: class {', '.join(map(repr, single))} of target {config.data.target!r} has a single row; "
-            "a class needs at least two rows to be learned and checked (remove it or add data)"
-        )
-    return [label.item() if hasattr(label, "item") else label for label in labels]
+# ---------------------------------------------------------------------------------------------- splitting
 
 
 def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
@@ -362,28 +249,42 @@ def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int,
 def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, Frame | None]:
     data, seed = config.data, config.train.seed
     strata = None
-    if config.task in CLASSIFICATION:
-        labels = class_labels(config, train)
+    if TASKS[config.task].classes:
+        labels = frame_labels(config, train)
         lookup = {label: i for i, label in enumerate(labels)}
-        strata = np.array([lookup[v] for v in _label_values(train.target, train.origin, data.target or "label")])
-    elif train.target.dtype == object:
-        example = next(v for v in train.target if v is not None)
-        raise DataError(
-            f"{train.origin}: regression target {data.target!r} is not numeric (e.g. {example!r}); "
-            "for class labels use task: binary or multiclass"
-        )
+        strata = np.array([lookup[v] for v in label_values(train.target, train.origin, data.target or "label")])
+    else:
+        check_regression_target(train, data.target)
+    groups = group_values(config, train) if data.group else None
     if test is None:
-        kept, held = split_indices(strata, len(train), data.test_fraction, seed, stream=1)
+        if groups is not None:
+            kept, held = group_split_indices(groups, strata, data.test_fraction, seed, 1, train.origin)
+            groups = groups[kept]
+        else:
+            kept, held = split_indices(strata, len(train), data.test_fraction, seed, stream=1)
         train, test = train.take(kept), train.take(held)
         strata = None if strata is None else strata[kept]
     if len(train) < 2:
         raise DataError(f"{train.origin}: only {len(train)} training row(s); a model needs more data")
     val = None
     if data.val_fraction > 0:
-        kept, held = split_indices(strata, len(train), data.val_fraction, seed, stream=2)
+        if groups is not None:
+            kept, held = group_split_indices(groups, strata, data.val_fraction, seed, 2, train.origin)
+        else:
+            kept, held = split_indices(strata, len(train), data.val_fraction, seed, stream=2)
         if len(held):
             train, val = train.take(kept), train.take(held)
     return {"train": train, "val": val, "test": test}
+
+
+def group_values(config: Config, frame: Frame) -> np.ndarray:
+    """The data.group column for the frame's rows (read on its own: it is not a feature)."""
+    column = read_table(Path(config.data.train), [config.data.group]).column(config.data.group)
+    values = np.asarray(column.to_pylist(), dtype=object)[frame.rows]
+    missing = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
+    if len(missing):
+        raise DataError(f"{frame.origin}: group column {config.data.group!r} is empty at {frame.rows_text(missing)}; every row needs a group")
+    return values.astype(str) if len({type(v) for v in values}) > 1 else values
 
 
 def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor, np.ndarray]:
@@ -398,55 +299,23 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         categorical[column] = sorted(seen)
     prep = Preprocessor(config.task, data.target, features, categorical, data.missing)
     if data.missing == "mean":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no mean; 0 below
-            means = np.nanmean(train.numeric.astype(np.float64), axis=0) if len(train) else []
-        prep.impute = {name: float(0.0 if np.isnan(m) else m) for name, m in zip(train.numeric_names, means)}
-    if config.task in CLASSIFICATION:
-        prep.labels = class_labels(config, train)
+        present = ~np.isnan(train.numeric)
+        sums = np.where(present, train.numeric, 0).sum(axis=0, dtype=np.float64)
+        prep.impute = impute_means(train.numeric_names, sums, present.sum(axis=0))
+    if TASKS[config.task].classes:
+        prep.labels = frame_labels(config, train)
     x = prep.inputs(train, scaled=False)
     if data.standardize:
-        mean, scale = column_stats(x)
-        # A constant column would divide by zero; leaving it unscaled keeps it finite (it carries no signal anyway).
-        scale[scale < 1e-12] = 1.0
         one_hot = [name not in train.numeric_names for name in prep.feature_names]
-        mean[one_hot], scale[one_hot] = 0.0, 1.0
-        prep.mean, prep.scale = mean.tolist(), scale.tolist()
-        x -= mean.astype(np.float32)
-        x /= scale.astype(np.float32)
-    if data.standardize_target and config.task == "regression":
+        prep.mean, prep.scale = feature_scaling(*column_stats(x), unscaled=one_hot)
+        x -= np.asarray(prep.mean, dtype=np.float32)
+        x /= np.asarray(prep.scale, dtype=np.float32)
+    if data.standardize_target and not TASKS[config.task].classes:
         y = train.target.astype(np.float64)
-        prep.target_mean = float(y.mean())
-        prep.target_scale = float(y.std()) or 1.0
+        prep.target_mean, prep.target_scale = target_scaling(y.mean(), y.std())
     return prep, x
 
 
-def column_stats(x: np.ndarray, chunk: int = 1 << 16) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 mean and population std per column, in chunks so a large table is not copied to float64."""
-    n = len(x)
-    total = np.zeros(x.shape[1])
-    for start in range(0, n, chunk):
-        total += x[start : start + chunk].sum(axis=0, dtype=np.float64)
-    mean = total / max(n, 1)
-    squares = np.zeros(x.shape[1])
-    for start in range(0, n, chunk):
-        centred = x[start : start + chunk].astype(np.float64) - mean
-        squares += (centred * centred).sum(axis=0)
-    return mean, np.sqrt(squares / max(n, 1))
-
-
-def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> Frame:
-    """Read a new file the way the model's training data was read; columns are checked by name."""
-    found = header(path)
-    wanted = list(prep.features) + ([prep.target] if target_required else [])
-    missing = [c for c in wanted if c not in found]
-    if missing:
-        extra = [c for c in found if c not in wanted and c != prep.target]
-        raise DataError(
-            f"{path}: the model expects columns {', '.join(map(repr, missing))}, which the file lacks"
-            + (f" (found instead: {', '.join(map(repr, extra[:10]))})" if extra else "")
-            + f"; the model was trained on: {', '.join(prep.features)}"
-        )
-    target = prep.target if target_required else None
-    frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required)
-    return handle_missing(frame, prep.missing)
+def frame_labels(config: Config, frame: Frame) -> list:
+    """The sorted label set of an in-memory training frame, checked against the task."""
+    return class_labels(config.task, count_labels(frame, config.data.target or "label", {}), frame.origin, config.data.target)
