@@ -31,8 +31,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-out = Console(soft_wrap=True)  # results: tables, JSON, CSV
-err = Console(stderr=True, soft_wrap=True)  # progress, warnings, errors
+# markup=False: labels, column names and paths are printed as written (`forest [dense]`, `[/]`); styling is
+# done with Text objects, never by interpolating user text into markup.
+out = Console(soft_wrap=True, markup=False)  # results: tables, JSON, CSV
+err = Console(stderr=True, soft_wrap=True, markup=False)  # progress, warnings, errors
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 OverridesArg = Annotated[
@@ -57,9 +59,9 @@ def _main(
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     if issubclass(category, MLPWarning):
-        err.print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+        err.print(Text("warning: ", style="yellow") + Text(str(message)), highlight=False)
     else:  # a library's own warning: still worth seeing, without the source line
-        err.print(f"[yellow]warning:[/yellow] {category.__name__}: {message}", highlight=False)
+        err.print(Text("warning: ", style="yellow") + Text(f"{category.__name__}: {message}"), highlight=False)
 
 
 def handles_errors(quiet_param: str | None = None):
@@ -201,9 +203,18 @@ def train(
 
         # Check what every rank would check before starting them, so a bad run dir or data file is one clear
         # message here rather than one per process plus torchrun's failure report.
-        Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
-        load_dataset(resolved)
-        raise typer.Exit(launch(sys.argv[1:], nproc))
+        from mlp_cli.files import HELD_ENV, FolderLock
+
+        # The launcher holds the run directory's lock for the whole job; its ranks inherit it through the environment.
+        with FolderLock(Path(resolved.output_dir)) as lock:
+            Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
+            load_dataset(resolved)
+            os.environ[HELD_ENV] = os.path.realpath(lock.path)
+            try:
+                code = launch(sys.argv[1:], nproc)
+            finally:
+                del os.environ[HELD_ENV]
+        raise typer.Exit(code)
     from mlp_cli.distributed import world_from_env
 
     world = world_from_env(resolved)
@@ -272,7 +283,10 @@ def predict(
 ) -> None:
     """Predict every row of a file: `prediction` in your labels (or target units) and `prob_<label>` per class."""
     from mlp_cli.evaluate import predictions_csv
+    from mlp_cli.files import check_output
 
+    if output is not None:
+        check_output(output, inputs=[checkpoint, data])
     data_bytes = predictions_csv(checkpoint, data, device)
     if output is None:
         sys.stdout.buffer.write(data_bytes) if hasattr(sys.stdout, "buffer") else sys.stdout.write(data_bytes.decode())
@@ -306,7 +320,7 @@ def sweep_command(
 
     def announce(value: str):
         if not quiet and not json_out:
-            err.print(f"[bold]{key}={value}[/bold]", highlight=False)
+            err.print(Text(f"{key}={value}", style="bold"), highlight=False)
         return None
 
     def on_row(row) -> None:

@@ -261,6 +261,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     config = validate(raw, located, str(path))
     if config.output_dir is None:
         config.output_dir = str(Path("runs") / path.stem)
+    config.output_dir = str(Path(config.output_dir).expanduser())  # `~/runs/x` is in the home folder, as for data paths
     return config
 
 
