@@ -22,7 +22,6 @@ The rules, for every writer (predict -o, run directories, sweep folders, plots, 
 from __future__ import annotations
 
 import csv
-import errno
 import fcntl
 import io
 import math
@@ -32,7 +31,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from mlp_cli.errors import RunError
 
@@ -126,7 +125,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         _fsync_dir(target.parent)
     except OSError as exc:
         raise RunError(f"could not write {path}: {exc.strerror or exc}; the previous {path.name} (if any) is kept") from None
-    except RuntimeError as exc:
+    except RuntimeError:
         if recording is None or recording.error is None:
             raise  # not a failed write: a real bug keeps its traceback
         why = recording.error.strerror or recording.error
@@ -147,7 +146,7 @@ def _write_stream(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(recording)
     except OSError as exc:
         raise RunError(f"could not write {path}: {exc.strerror or exc}") from None
-    except RuntimeError as exc:
+    except RuntimeError:
         if recording is None or recording.error is None:
             raise
         raise RunError(f"could not write {path}: {recording.error.strerror or recording.error}") from None
@@ -227,7 +226,7 @@ def remove_stale_temps(folder: Path) -> int:
 class FolderLock:
     """`<folder>/.mlp.lock`, held with fcntl.flock while a run writes into `folder`; `release()` removes it."""
 
-    _held: dict[str, "FolderLock"] = {}  # lock file -> the holder in this process (the lock is re-entrant)
+    _held: ClassVar[dict[str, FolderLock]] = {}  # lock file -> the holder in this process (the lock is re-entrant)
 
     def __init__(self, folder: Path, what: str = "run"):
         self.folder = Path(folder)
@@ -238,7 +237,7 @@ class FolderLock:
         self.created_folder = False
         self._holder: FolderLock | None = None  # the object that holds the lock in this process (self or an outer one)
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         key = os.path.realpath(self.path) if self.folder.exists() else os.path.abspath(self.path)
         holder = FolderLock._held.get(key)
         if holder is not None:
@@ -319,7 +318,7 @@ class FolderLock:
         if failed:
             self._undo_folder()
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, kind, value, tb) -> None:

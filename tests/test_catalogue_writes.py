@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, blobs, write_config, write_csv
 from typer.testing import CliRunner
 
 from mlp_cli import checkpoint, files
 from mlp_cli.cli import app
-
-from conftest import REPO, blobs, write_config, write_csv
 
 MARKUP_LABELS = ("forest [dense]", "[/]", "[bold]x")
 
@@ -160,11 +159,12 @@ def test_a_second_train_is_refused_while_one_runs_and_a_killed_runs_lock_is_take
 
 
 def test_a_second_sweep_of_the_same_key_is_refused(trained, tmp_path):
-    folder, config, _ = trained
+    _, config, _ = trained
     base = tmp_path / "out" / "sweep-model.hidden"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from mlp_cli.files import FolderLock; "
-         "FolderLock(sys.argv[1], 'sweep').acquire(); print('held', flush=True); time.sleep(60)", str(base)],
+        [sys.executable, "-c", ("import sys, time; from mlp_cli.files import FolderLock; "
+                                "FolderLock(sys.argv[1], 'sweep').acquire(); print('held', flush=True); time.sleep(60)"),
+         str(base)],
         stdout=subprocess.PIPE, cwd=REPO,
     )
     try:
@@ -190,7 +190,7 @@ def test_cleanup_removes_only_dead_processes_temporaries(tmp_path):
 
 
 def test_failed_overwrite_leaves_the_old_sweep_byte_identical(trained, tmp_path):
-    folder, config, _ = trained
+    _, config, _ = trained
     out = tmp_path / "out"
     assert invoke("sweep", config, "model.hidden", "[2]", "--set", f"output_dir={out}", "--quiet").exit_code == 0
     before = tree(out)
@@ -201,7 +201,7 @@ def test_failed_overwrite_leaves_the_old_sweep_byte_identical(trained, tmp_path)
 
 
 def test_output_dir_in_home_and_output_dir_that_is_a_file(trained, tmp_path, monkeypatch):
-    folder, config, _ = trained
+    _, config, _ = trained
     monkeypatch.setenv("HOME", str(tmp_path))
     result = invoke("config", config, "output_dir=~/runs/x")
     assert result.exit_code == 0 and f"output_dir: {tmp_path / 'runs' / 'x'}" in result.stdout
@@ -225,7 +225,7 @@ def no_torn_checkpoints(run: Path) -> None:
 def test_disk_full_inside_torch_save_is_one_line(trained, tmp_path, monkeypatch):
     """The real torch.save on a file whose writes fail with ENOSPC after a budget, as a full disk does:
     torch turns the OSError into a RuntimeError without the reason; mlp names the reason."""
-    folder, config, _ = trained
+    _, config, _ = trained
     real = files._Recording.write
     written = {"n": 0}
 
@@ -247,9 +247,10 @@ def test_disk_full_and_read_only_on_a_real_tmpfs(trained, tmp_path):
     folder, config, _ = trained
     mount = tmp_path / "small"
     mount.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True
-    ).returncode != 0:
+    mounted = shutil.which("mount") is not None and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True, check=False
+    ).returncode == 0
+    if not mounted:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         run = mount / "run"
