@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mlp_cli import checkpoint, files
 from mlp_cli.cli import app
 
-MARKUP_LABELS = ("forest [dense]", "[/]", "[bold]x")
+MARKUP_LABELS = ("forest [dense]", "[/]", "[bold]x", "$x^$")  # rich markup, and matplotlib mathtext that fails to parse
 
 
 def invoke(*args) -> object:
@@ -50,7 +50,7 @@ def one_line_error(result, *words: str) -> str:
 def trained(tmp_path_factory):
     """A small run on labels that look like rich markup, and its data file."""
     folder = tmp_path_factory.mktemp("writes")
-    write_csv(folder / "d.csv", blobs(90, classes=MARKUP_LABELS))
+    write_csv(folder / "d.csv", blobs(120, classes=MARKUP_LABELS))
     config = write_config(folder / "c.yaml", {
         "task": "multiclass",
         "data": {"train": "d.csv", "target": "label", "val_fraction": 0.2, "test_fraction": 0.2},
@@ -73,6 +73,9 @@ def test_markup_labels_and_paths_print_literally(trained):
     result = invoke("eval", folder / "run [red]" / "best.pt", "--data", folder / "d.csv")
     assert result.exit_code == 0, result.output
     assert all(label in result.stdout for label in MARKUP_LABELS)
+    result = invoke("plot", folder / "run [red]")
+    assert result.exit_code == 0, result.output
+    assert "confusion.png" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------- outputs checked first
@@ -107,7 +110,7 @@ def test_fifo_and_device_outputs_are_streamed_not_replaced(trained, tmp_path):
     result = invoke("predict", folder / "run [red]" / "best.pt", folder / "d.csv", "-o", fifo)
     reader.join(timeout=60)
     assert result.exit_code == 0, result.output
-    assert stat.S_ISFIFO(fifo.stat().st_mode) and received[0].count(b"\n") == 91
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and received[0].count(b"\n") == 121
     assert invoke("predict", folder / "run [red]" / "best.pt", folder / "d.csv", "-o", "/dev/null").exit_code == 0
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
@@ -152,6 +155,7 @@ def test_a_second_train_is_refused_while_one_runs_and_a_killed_runs_lock_is_take
         if first.poll() is None:
             first.kill()
             first.wait()
+        first.stderr.close()
     assert lock.read_text().strip() == str(first.pid)  # a dead process's lock is left behind
     result = invoke("train", config, "train.epochs=1", "train.batch_size=64", "--overwrite", "--quiet")
     assert result.exit_code == 0, result.output
@@ -174,6 +178,7 @@ def test_a_second_sweep_of_the_same_key_is_refused(trained, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
 
 
 def test_cleanup_removes_only_dead_processes_temporaries(tmp_path):
