@@ -22,7 +22,6 @@ The rules, for every writer (predict -o, run directories, sweep folders, plots, 
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import math
 import os
@@ -34,6 +33,11 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from mlp_cli.errors import RunError
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: runs there are not locked
+    fcntl = None
 
 TEMP_PREFIX = ".mlp-tmp-"
 LOCK_NAME = ".mlp.lock"
@@ -244,7 +248,7 @@ class FolderLock:
             holder.count += 1
             self._holder = holder
             return holder
-        if key in os.environ.get(HELD_ENV, "").split(os.pathsep):
+        if key in os.environ.get(HELD_ENV, "").split(os.pathsep) or fcntl is None:
             return self  # a torchrun rank: the launching process holds it for the whole job
         if self.folder.exists() and not self.folder.is_dir():
             raise RunError(f"output_dir {self.folder} is a file, not a folder")
