@@ -268,3 +268,16 @@ def test_disk_full_and_read_only_on_a_real_tmpfs(trained, tmp_path):
                        "Read-only file system")
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the tmpfs test covers it there")
+def test_read_only_folder_is_one_line(trained, tmp_path):
+    _, config, _ = trained
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        one_line_error(invoke("train", config, f"output_dir={locked}", "--quiet"), "Permission denied")
+        one_line_error(invoke("train", config, f"output_dir={locked / 'run'}", "--quiet"), "Permission denied")
+    finally:
+        locked.chmod(0o755)
