@@ -31,8 +31,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-out = Console(soft_wrap=True)  # results: tables, JSON, CSV
-err = Console(stderr=True, soft_wrap=True)  # progress, warnings, errors
+# markup=False: labels, column names and paths are printed as written (`forest [dense]`, `[/]`); styling is
+# done with Text objects, never by interpolating user text into markup.
+out = Console(soft_wrap=True, markup=False)  # results: tables, JSON, CSV
+err = Console(stderr=True, soft_wrap=True, markup=False)  # progress, warnings, errors
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 OverridesArg = Annotated[
@@ -201,9 +203,18 @@ def train(
 
         # Check what every rank would check before starting them, so a bad run dir or data file is one clear
         # message here rather than one per process plus torchrun's failure report.
-        Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
-        load_dataset(resolved)
-        raise typer.Exit(launch(sys.argv[1:], nproc))
+        from mlp_cli.files import HELD_ENV, FolderLock
+
+        # The launcher holds the run directory's lock for the whole job; its ranks inherit it through the environment.
+        with FolderLock(Path(resolved.output_dir)) as lock:
+            Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
+            load_dataset(resolved)
+            os.environ[HELD_ENV] = os.path.realpath(lock.path)
+            try:
+                code = launch(sys.argv[1:], nproc)
+            finally:
+                del os.environ[HELD_ENV]
+        raise typer.Exit(code)
     from mlp_cli.distributed import world_from_env
 
     world = world_from_env(resolved)
@@ -289,9 +300,10 @@ def predict(
         return
     if confidence or proba:
         raise MLPError("--confidence and --proba apply to raster maps; a table gets prob_<label> columns already")
-    for given in (checkpoint, data):
-        if output is not None and output.exists() and given.exists() and output.resolve() == given.resolve():
-            raise MLPError(f"-o {output} is the input {given} itself; pick another file name")
+    if output is not None:
+        from mlp_cli.files import check_output
+
+        check_output(output, inputs=[checkpoint, data])
     if checkpoint.suffix.lower() == ".onnx":
         from mlp_cli.onnx_model import predictions_csv as onnx_predictions_csv
 
@@ -479,7 +491,7 @@ def sweep_command(
 
     def announce(value: str):
         if not quiet and not json_out:
-            err.print(f"[bold]{key}={value}[/bold]", highlight=False)
+            err.print(Text(f"{key}={value}", style="bold"), highlight=False)
         return None
 
     def on_row(row) -> None:

@@ -370,6 +370,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         config.output_dir = str(Path("runs") / path.stem)
     if config.tracking.mlflow is not None and config.tracking.mlflow.experiment is None:
         config.tracking.mlflow.experiment = path.stem
+    config.output_dir = str(Path(config.output_dir).expanduser())  # `~/runs/x` is in the home folder, as for data paths
     return config
 
 

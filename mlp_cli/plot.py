@@ -37,6 +37,11 @@ def _save(plt, fig, path: Path) -> None:
         plt.close(fig)
 
 
+def _literal(text) -> str:
+    """User text for matplotlib: a `$` would start mathtext (and `$x^$` fails to draw), so it is escaped."""
+    return str(text).replace("$", r"\$")
+
+
 def _read_csv(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -101,7 +106,7 @@ def _confusion(plt, metrics: dict, out_dir: Path) -> Path:
     from mlp_cli.data import label_text
 
     matrix = np.array(metrics["confusion_matrix"])
-    labels = [label_text(v) for v in metrics["labels"]]
+    labels = [_literal(label_text(v)) for v in metrics["labels"]]
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(labels), 1 + 0.55 * len(labels)))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
@@ -150,8 +155,8 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
         curve = prep.unscale_target(predict(grid).squeeze(-1).double().numpy())
         ax.scatter(raw[:, 0], prep.unscale_target(y.astype(np.float64)), s=6, alpha=0.4, label="test rows")
         ax.plot(grid[:, 0], curve, color="tab:red", label="network")
-        ax.set_xlabel(prep.features[0])
-        ax.set_ylabel(prep.target or "y")
+        ax.set_xlabel(_literal(prep.features[0]))
+        ax.set_ylabel(_literal(prep.target or "y"))
         ax.legend()
         title = f"fit with hidden {_widths(config.model.hidden)}"
         name = "fit.png"
@@ -165,8 +170,8 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
         k = len(prep.labels)
         ax.contourf(xs, ys, classes.numpy().reshape(xs.shape), alpha=0.25, cmap="coolwarm", levels=np.arange(k + 1) - 0.5, vmin=0, vmax=k - 1)
         ax.scatter(raw[:, 0], raw[:, 1], c=y, s=6, cmap="coolwarm", vmin=0, vmax=k - 1, edgecolors="none")
-        ax.set_xlabel(prep.features[0])
-        ax.set_ylabel(prep.features[1])
+        ax.set_xlabel(_literal(prep.features[0]))
+        ax.set_ylabel(_literal(prep.features[1]))
         title = f"decision regions, {config.model.activation}, hidden {_widths(config.model.hidden)}"
         name = "regions.png"
     ax.set_title(title, fontsize=9)
@@ -215,7 +220,7 @@ def sweep_plot(result) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("loss")
-    ax.set_title(f"sweep of {result.key}")
+    ax.set_title(_literal(f"sweep of {result.key}"))
     ax.legend()
     fig.tight_layout()
     path = result.folder / "sweep.png"

@@ -1,4 +1,8 @@
-"""Rich renderings of what the library returns: parameter tables, epoch lines, metric tables. No torch here."""
+"""Rich renderings of what the library returns: parameter tables, epoch lines, metric tables. No torch here.
+
+Every piece of user text (labels, column names, paths, swept values) goes into a table as a Text, never as a
+string a console would read as markup.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from mlp_cli.tasks import TASKS, Task
 
 
 def params_table(layers: list[LayerCount], title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left", show_footer=True, box=None, pad_edge=False)
+    table = Table(title=_literal(title), title_justify="left", show_footer=True, box=None, pad_edge=False)
     table.add_column("layer", footer="total")
     table.add_column("in", justify="right")
     table.add_column("out", justify="right")
@@ -26,6 +30,11 @@ def params_table(layers: list[LayerCount], title: str | None = None) -> Table:
         name = "output" if i == last else f"hidden {i}"
         table.add_row(name, str(layer.n_in), str(layer.n_out), f"{layer.weights:,}", f"{layer.biases:,}", layer.formula, f"{layer.params:,}")
     return table
+
+
+def _literal(text: str | None) -> Text | None:
+    """User text (a path, a label) as a Text, so no console reads it as markup."""
+    return None if text is None else Text(text)
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -56,7 +65,7 @@ def metrics_tables(metrics: dict, task: str, title: str, baselines: dict | None 
     """The headline metrics (with baselines beside them), per-class scores and the confusion matrix."""
     kind = TASKS[task].metrics_kind
     keys = SUMMARY_KEYS[kind]
-    head = Table(title=title, title_justify="left", box=None, pad_edge=False)
+    head = Table(title=_literal(title), title_justify="left", box=None, pad_edge=False)
     head.add_column("metric")
     head.add_column("model", justify="right")
     for name in baselines or {}:
@@ -72,7 +81,7 @@ def metrics_tables(metrics: dict, task: str, title: str, baselines: dict | None 
         for column in ("label", "precision", "recall", "f1", "support"):
             per.add_column(column, justify="left" if column == "label" else "right")
         for label, scores in metrics["per_class"].items():
-            per.add_row(label, fmt(scores["precision"], 3), fmt(scores["recall"], 3), fmt(scores["f1"], 3), str(scores["support"]))
+            per.add_row(Text(str(label)), fmt(scores["precision"], 3), fmt(scores["recall"], 3), fmt(scores["f1"], 3), str(scores["support"]))
         tables.append(per)
         tables.append(confusion_table(metrics["confusion_matrix"], metrics["labels"]))
     return tables
@@ -82,14 +91,14 @@ def confusion_table(confusion: list[list[int]], labels: list) -> Table:
     table = Table(title="confusion matrix (rows: true label, columns: predicted)", title_justify="left", box=None, pad_edge=False)
     table.add_column("true \\ pred")
     for label in labels:
-        table.add_column(label_text(label), justify="right")
+        table.add_column(Text(label_text(label)), justify="right")
     for i, (label, row) in enumerate(zip(labels, confusion)):
         cells = [Text(str(v), style="bold green" if j == i else ("red" if v else "dim")) for j, v in enumerate(row)]
-        table.add_row(label_text(label), *cells)
+        table.add_row(Text(label_text(label)), *cells)
     return table
 
 
-def epoch_line(report) -> str:
+def epoch_line(report) -> Text:
     main = report.main_metric
     val = report.val
     parts = [f"epoch {report.epoch:>{len(str(report.epochs))}}/{report.epochs}", f"train {fmt(report.train_loss)}"]
@@ -98,9 +107,9 @@ def epoch_line(report) -> str:
         parts.append(f"{'acc' if main == 'accuracy' else main} {fmt(val[main])}")
     parts.append(f"lr {report.lr:.3g}")
     parts.append(f"{report.seconds:.2f}s")
-    line = "  ".join(parts)
+    line = Text("  ".join(parts))
     if report.improved and val is not None:
-        line += "  [green]*[/green]"
+        line.append("  *", style="green")
     return line
 
 
@@ -119,11 +128,11 @@ def diagnostics_table(rows: list[dict], title: str) -> Table:
 
 def sweep_row_table(result) -> Table:
     metric = result.metric
-    table = Table(title=f"sweep of {result.key}", title_justify="left", box=None, pad_edge=False)
+    table = Table(title=Text(f"sweep of {result.key}"), title_justify="left", box=None, pad_edge=False)
     for column in (result.key, "params", "epochs", "train loss", "test loss", f"train {metric}", f"test {metric}"):
-        table.add_column(column, justify="left" if column == result.key else "right")
+        table.add_column(Text(column), justify="left" if column == result.key else "right")
     for row in result.rows:
-        table.add_row(row.value, f"{row.params:,}", str(row.epochs), fmt(row.train_loss), fmt(row.test_loss), fmt(row.train_metric), fmt(row.test_metric))
+        table.add_row(Text(row.value), f"{row.params:,}", str(row.epochs), fmt(row.train_loss), fmt(row.test_loss), fmt(row.train_metric), fmt(row.test_metric))
     return table
 
 

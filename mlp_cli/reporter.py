@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from mlp_cli.render import describe_task, diagnostics_table, epoch_line, metrics_tables, params_table
 from mlp_cli.tasks import TASKS
@@ -27,20 +28,22 @@ class RichReporter(Callback):
         labels = info.labels or []
         what = describe_task(TASKS[cfg.task], labels, cfg.data.target)
         ranks = f", {info.world_size} processes" if info.world_size > 1 else ""
-        c.print(f"[bold]mlp train[/bold] → {info.run_dir}  (device {info.device}, {info.threads} thread{'s' if info.threads != 1 else ''}{ranks})", highlight=False)
+        # User text (the run folder, labels, the target's name) goes in as Text or with markup=False: never markup.
+        threads = f"{info.threads} thread{'s' if info.threads != 1 else ''}"
+        c.print(Text("mlp train", style="bold") + Text(f" → {info.run_dir}  (device {info.device}, {threads}{ranks})"), highlight=False)
         c.print(
             f"data: {info.n_train:,} train / {info.n_val:,} val / {info.n_test:,} test rows, {what}; "
             f"loss {cfg.loss_name}, {cfg.train.optimizer} lr {cfg.train.lr:g}, batch {cfg.train.batch_size}",
-            highlight=False,
+            highlight=False, markup=False,
         )
         c.print(params_table(info.layers))
         if info.start_epoch:
-            c.print(f"resuming after epoch {info.start_epoch}", highlight=False)
+            c.print(f"resuming after epoch {info.start_epoch}", highlight=False, markup=False)
         self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
+            TextColumn("epoch {task.fields[epoch]}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("steps  {task.fields[rate]} rows/s  loss {task.fields[loss]}"),
+            TextColumn("steps  {task.fields[rate]} rows/s  loss {task.fields[loss]}", markup=False),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=c,
@@ -63,20 +66,20 @@ class RichReporter(Callback):
             self.on_diagnostics(report.diagnostics, f"layer health after epoch {report.epoch}")
 
     def on_message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, markup=False)
 
     def on_diagnostics(self, rows: list[dict], title: str) -> None:
         from mlp_cli.diagnostics import warnings_for
 
         self.console.print(diagnostics_table(rows, title))
         for text in warnings_for(rows, self.info.config.model.activation):
-            self.console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+            self.console.print(Text("warning: ", style="yellow") + Text(text), highlight=False)
 
     def on_end(self, summary: dict) -> None:
         self.close()
         c = self.console
         best = f"best epoch {summary['best_epoch']} of {summary['epochs_run']}"
-        c.print(f"done in {summary['wall_seconds']:.1f}s, {best}; wrote {summary['run_dir']}/best.pt", highlight=False)
+        c.print(f"done in {summary['wall_seconds']:.1f}s, {best}; wrote {summary['run_dir']}/best.pt", highlight=False, markup=False)
         if not self.final_tables:
             return
         task = self.info.config.task

@@ -7,7 +7,7 @@ from pathlib import Path
 from mlp_cli import checkpoint
 from mlp_cli.config import Config, dump_yaml, flatten
 from mlp_cli.errors import RunError
-from mlp_cli.files import csv_line, remove_stale_temps, write_text
+from mlp_cli.files import check_output, csv_line, remove_stale_temps, write_text
 
 RUN_FILES = ("config.yaml", "metrics.csv", "best.pt", "last.pt", "summary.json", "diagnostics.csv")
 RESUMABLE_KEYS = {"train.epochs"}  # the only config keys that may change on resume
@@ -31,6 +31,9 @@ class RunDir:
         path = self.path
         if path.exists() and not path.is_dir():
             raise RunError(f"output_dir {path} is a file, not a folder")
+        data = self.config.data
+        for name in RUN_FILES:  # a data file kept in the run folder under a run file's name would be overwritten
+            check_output(path / name, inputs=[data.train, data.test])
         present = [name for name in RUN_FILES if (path / name).exists()]
         if self.resume:
             last = path / "last.pt"

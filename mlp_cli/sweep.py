@@ -46,26 +46,44 @@ def folder_name(value: str) -> str:
 def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], *, overwrite: bool = False,
           callback_factory=None, on_row=None) -> SweepResult:
     """Train once per value; a Ctrl-C keeps the finished rows (and sweep.csv) and is reported in the result."""
-    from mlp_cli.data import load_dataset
-    from mlp_cli.train import Trainer
-
     if not values:
         raise RunError(f"mlp sweep needs at least one value for {key}")
     configs: list[Config] = [load_config(config_path, [*overrides, f"{key}={value}"]) for value in values]
-    base = Path(configs[0].output_dir) / f"sweep-{folder_name(key)}"
-    if base.exists() and any(base.iterdir()):
-        if not overwrite:
-            raise RunError(f"{base} already holds a sweep; pass --overwrite to replace it")
-        shutil.rmtree(base)
-    base.mkdir(parents=True, exist_ok=True)
+    out = Path(configs[0].output_dir)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output_dir {out} is a file, not a folder")
+    base = out / f"sweep-{folder_name(key)}"
+    lock = files.FolderLock(base, "sweep").acquire()
+    try:
+        return _sweep_locked(base, key, values, configs, overwrite, callback_factory, on_row)
+    finally:
+        lock.release(failed=True)
+
+
+def _sweep_locked(base: Path, key: str, values: list[str], configs: list[Config], overwrite: bool,
+                  callback_factory, on_row) -> SweepResult:
+    from mlp_cli.data import load_dataset
+    from mlp_cli.train import Trainer
+
+    old = [p for p in base.iterdir() if p.name != files.LOCK_NAME]
+    if old and not overwrite:
+        raise RunError(f"{base} already holds a sweep; pass --overwrite to replace it")
     shared = None if key.startswith(DATA_KEYS) else load_dataset(configs[0])
+    # The old sweep goes only once the new one's first data has loaded: a bad config or file leaves it untouched.
+    first = shared if shared is not None else load_dataset(configs[0])
+    for item in old:
+        try:
+            shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        except OSError as exc:
+            raise RunError(f"cannot remove the old sweep's {item}: {exc.strerror or exc}") from None
     metric = TASKS[configs[0].task].main_metric
     result = SweepResult(key, metric, folder=base)
     for index, (value, config) in enumerate(zip(values, configs)):
         run_dir = base / f"{index:02d}-{folder_name(value)}"
         callback = callback_factory(value) if callback_factory else None
+        data = shared if shared is not None else (first if index == 0 else None)
         try:
-            summary = Trainer(config, run_dir, data=shared, callback=callback, overwrite=True).run()
+            summary = Trainer(config, run_dir, data=data, callback=callback, overwrite=True).run()
         except TrainingInterrupted as exc:
             result.interrupted = exc
             break

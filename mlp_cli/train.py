@@ -28,7 +28,7 @@ from mlp_cli.distributed import World, epoch_plan, local_positions
 from mlp_cli.device import available_bytes, default_threads, human_bytes, resolve_device
 from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInterrupted
 from mlp_cli.evaluate import autocast, evaluate_split, model_outputs
-from mlp_cli.files import json_safe, write_text
+from mlp_cli.files import FolderLock, json_safe, write_text
 from mlp_cli.metrics import MAIN_METRIC
 from mlp_cli.model import build_model, forward_chain, widths
 from mlp_cli.rundir import RUN_FILES, RunDir
@@ -97,6 +97,7 @@ class Trainer:
         self.total_params = 0
         self.started = 0.0  # perf_counter at setup; this session's wall time counts from here
         self.next_save = math.inf  # perf_counter at which the next mid-epoch last.pt is due
+        self.lock: FolderLock | None = None  # the run directory's lock, held by the main rank from setup to finish
 
     # -- setup
 
@@ -120,14 +121,26 @@ class Trainer:
 
     def run(self) -> dict:
         with SignalHandlers(self.stop):
-            self.setup()
-            self._loop()
-            return self.finish()
+            try:
+                self.setup()
+                self._loop()
+                return self.finish()
+            finally:
+                self.release_lock(failed=True)
+
+    def release_lock(self, failed: bool = False) -> None:
+        """Let other runs into the run directory (`failed`: also remove it if this run created it and left it empty)."""
+        if self.lock is not None:
+            self.lock.release(failed=failed)
+            self.lock = None
 
     def setup(self) -> None:
         """Everything before the first step; nothing in the run directory changes until data and model are valid."""
         self.started = time.perf_counter()
         cfg, tcfg = self.config, self.config.train
+        if self.world.is_main and self.lock is None:
+            # Taken before anything is checked or read, so two runs never interleave their files.
+            self.lock = FolderLock(self.run_dir).acquire()
         stored = self.check_run_dir()
         device = resolve_device(tcfg.device)
         if cfg.model.batch_norm and tcfg.batch_size < 2 * self.world.size:
@@ -482,6 +495,7 @@ class Trainer:
                 self.payload(self.best_state, state.best_epoch, {"val": val, "test": test}, kind="best"),
             )
             write_text(self.run_dir / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
+        self.release_lock()
         self.world.barrier()
         self.callback.on_end(summary)
         return summary
