@@ -50,6 +50,19 @@ class DataConfig(_Section):
     categorical: list[str] = Field(
         default_factory=list, description="text columns to one-hot encode (categories learned on the training split)"
     )
+    encoding: Optional[str] = Field(
+        None, description="text encoding of CSV files, e.g. cp1252 or latin-1 (European Excel); default UTF-8, or UTF-16/32 "
+        "when the file starts with a byte-order mark"
+    )
+    delimiter: Optional[Literal[",", ";", "\t", "|"]] = Field(
+        None, description="CSV field delimiter; default detected from the first lines among , ; tab | (a .tsv is tab) "
+        "and reported when it is not a comma"
+    )
+    na_values: list[str] = Field(
+        default_factory=lambda: [""],
+        description="text cells read as missing in text columns (labels, categories) and number columns; number columns "
+        "also read NA, NaN, null, N/A, #N/A as missing. Default: only the empty cell, so NA (Namibia) stays text",
+    )
     missing: Literal["error", "drop", "mean"] = Field(
         "error", description="missing values: error names them; drop removes the rows; mean imputes training means"
     )

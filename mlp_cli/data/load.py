@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlp_cli.config import Config
 from mlp_cli.data.prepare import Dataset, Preprocessor, fit, split_frames, to_split
-from mlp_cli.data.readers import Frame, check_columns, header, load_frame
+from mlp_cli.data.readers import Frame, TextFormat, check_columns, header, load_frame
 from mlp_cli.data.rules import handle_missing
 from mlp_cli.errors import DataError
 
@@ -35,20 +35,22 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
         frame = generate(data.synthetic, config.task)
         return frame, None, list(frame.numeric_names)
     train_path = Path(data.train)
-    frame, features = load_frame(train_path, data.features, data.categorical, data.target, target_required=True)
+    text = TextFormat.of(data)
+    frame, features = load_frame(train_path, data.features, data.categorical, data.target, target_required=True, text=text)
     frame = handle_missing(frame, config.data.missing)
     test = None
     if data.test:
         test_path = Path(data.test)
-        check_columns(test_path, header(test_path), features + [data.target], "test")
-        test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True)
+        check_columns(test_path, header(test_path, text), features + [data.target], "test")
+        test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True, text=text)
         test = handle_missing(test, config.data.missing)
     return frame, test, features
 
 
 def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> Frame:
     """Read a new file the way the model's training data was read; columns are checked by name."""
-    found = header(path)
+    text = TextFormat.of(prep.text)
+    found = header(path, text)
     wanted = list(prep.features) + ([prep.target] if target_required else [])
     missing = [c for c in wanted if c not in found]
     if missing:
@@ -59,5 +61,5 @@ def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> 
             + f"; the model was trained on: {', '.join(prep.features)}"
         )
     target = prep.target if target_required else None
-    frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required)
+    frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required, text=text)
     return handle_missing(frame, prep.missing)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mlp_cli.config import Config
-from mlp_cli.data.readers import Frame
+from mlp_cli.data.readers import Frame, TextFormat
 from mlp_cli.data.rules import (
     check_regression_target,
     class_labels,
@@ -46,6 +46,7 @@ class Preprocessor:
     labels: list | None = None  # class index -> the user's label
     target_mean: float | None = None
     target_scale: float | None = None
+    text: dict = field(default_factory=dict)  # how files are read: encoding, delimiter, na_values (TextFormat)
 
     @property
     def feature_names(self) -> list[str]:
@@ -277,7 +278,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
     for column in data.categorical:
         seen = {v for v in train.text[column] if v is not None}
         categorical[column] = sorted(seen)
-    prep = Preprocessor(config.task, data.target, features, categorical, data.missing)
+    prep = Preprocessor(config.task, data.target, features, categorical, data.missing, text=TextFormat.of(data).to_dict())
     if data.missing == "mean":
         present = ~np.isnan(train.numeric)
         sums = np.where(present, train.numeric, 0).sum(axis=0, dtype=np.float64)

@@ -8,6 +8,7 @@ one row group plus the shuffle buffer, whatever the size of the dataset.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.data.prepare import Dataset, Preprocessor
-from mlp_cli.data.readers import Frame, ParquetReader, check_columns, to_frame
+from mlp_cli.data.readers import Frame, ParquetReader, TextFormat, check_columns, rounded_integers, stored_index, to_frame
 from mlp_cli.data.rules import (
     check_regression_target,
     class_labels,
@@ -25,7 +26,7 @@ from mlp_cli.data.rules import (
     target_scaling,
     usable_rows,
 )
-from mlp_cli.errors import DataError
+from mlp_cli.errors import DataError, MLPWarning
 from mlp_cli.tasks import TASKS
 
 ROLES = ("train", "val", "test")
@@ -82,6 +83,7 @@ class ParquetSource:
             meta = reader.metadata()
             self._readers[str(file)] = (reader, meta)
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+            names = [n for n in names if not stored_index(n)]
             if not self.names:
                 self.names = names
             elif names != self.names:
@@ -103,7 +105,8 @@ class ParquetSource:
         # thousands of shards never holds thousands of descriptors.
         reader, meta = self._readers[unit.path]
         table = reader.row_group(unit.row_group, columns, meta)
-        return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows))
+        return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows),
+                        TextFormat.of(self.config.data).na_values)
 
     def roles(self, unit: Unit) -> np.ndarray:
         """0 train, 1 validation, 2 test, for each row of the unit."""
@@ -142,11 +145,14 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
     total, squares, present = np.zeros(width), np.zeros(width), np.zeros(width)
     y_sum = y_squares = 0.0
     label_counts: dict = {}
+    reported: set = set()
     for owner in (source, test):
         if owner is None:
             continue
         for unit in owner.units:
             frame = owner.read(unit, features, data.target)
+            for note in rounded_integers(frame, reported):
+                warnings.warn(note, MLPWarning, stacklevel=2)
             keep = usable_rows(frame, data.missing)
             roles = owner.roles(unit)
             unit.counts = {role: int(((roles == i) & keep).sum()) for i, role in enumerate(ROLES)}
@@ -168,7 +174,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
     n_train = sum(u.counts["train"] for u in source.units)
     if n_train < 2:
         raise DataError(f"{source.path}: only {n_train} training row(s) after the split; a model needs more data")
-    prep = Preprocessor(task, data.target, features, {}, data.missing)
+    prep = Preprocessor(task, data.target, features, {}, data.missing, text=TextFormat.of(data).to_dict())
     mean = total / np.maximum(present, 1)
     if data.missing == "mean":
         prep.impute = impute_means(features, total, present)
