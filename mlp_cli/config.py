@@ -153,11 +153,33 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-3` as a float, as YAML 1.2 and every user does."""
 
 
+# Numbers follow YAML 1.2's core schema, as every other YAML tool now does: `010` is ten (not octal 8), `0o10` is
+# eight, `0x10` sixteen; YAML 1.1's `1_000`, `0b101` and sexagesimal `1:30` are text, which the schema then refuses
+# by name instead of silently reading 1000, 5 or 90.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
 )
+
+
+def _construct_int(loader, node) -> int:
+    value = loader.construct_scalar(node)
+    if value.startswith("0o"):
+        return int(value[2:], 8)
+    if value.startswith("0x"):
+        return int(value[2:], 16)
+    return int(value, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 _YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
@@ -311,8 +333,9 @@ def apply_overrides(raw: dict, overrides, located: _Located) -> set:
         if any(not p for p in parts):
             raise ConfigError(f"override {item!r}: {key!r} is not a dotted key like train.epochs")
         origin = "override"
+        here = _Located()
         try:
-            parsed = _parse_yaml(value, origin, _Located()) if value.strip() else None
+            parsed = _parse_yaml(value, origin, here, prefix=parts) if value.strip() else None
         except ConfigError as exc:
             raise ConfigError(f"override {item!r}: {str(exc).split(': ', 1)[-1]}") from None
         node = raw
@@ -328,6 +351,10 @@ def apply_overrides(raw: dict, overrides, located: _Located) -> set:
         for sub in list(located.where):
             if sub[: len(parts)] == parts and sub != parts:
                 located.where[sub] = f"override {item!r}"
+        # The file's text for keys under this one is gone: messages quote what the override says.
+        for sub in [sub for sub in located.raw if sub[: len(parts)] == parts]:
+            del located.raw[sub]
+        located.raw.update(here.raw)
         if isinstance(value, str) and value.strip():
             located.raw[parts] = value.strip()
         touched.add(parts)
