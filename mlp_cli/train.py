@@ -142,6 +142,8 @@ class Trainer:
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
         data = self.data if self.data is not None else load_dataset(cfg)
+        if stored is not None:
+            self.rundir.check_same_data(stored, data.prep)
         n_in, n_out = data.n_inputs, data.n_outputs
         self._check_memory(device, n_in, n_out, len(data.train))
         layers = params.count_layers(widths(n_in, n_out, cfg.model), cfg.model.batch_norm)
