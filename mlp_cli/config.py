@@ -69,10 +69,11 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training rows held out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for testing when test is absent")
     standardize: bool = Field(True, description="scale numeric features to mean 0, std 1 with training-split statistics")
-    standardize_target: bool = Field(
-        False,
-        description="regression only: learn a standardized target; predictions and mse/rmse/mae/r2 are in target units, "
-        "loss is the training objective on the standardized target",
+    standardize_target: Optional[bool] = Field(
+        None,
+        description="learn a standardized target: default on for regression (a target in the hundreds would otherwise "
+        "dwarf the initial outputs and stall learning); predictions and mse/rmse/mae/r2 are in target units, "
+        "loss is the training objective on the standardized target. Regression only",
     )
     synthetic: Optional[SyntheticConfig] = Field(None, description="generated teaching data instead of files")
     streaming: bool = Field(

@@ -23,6 +23,7 @@ from mlp_cli.data.rules import (
     impute_means,
     label_values,
     sort_key,
+    standardizes_target,
     target_scaling,
 )
 from mlp_cli.errors import DataError, MLPWarning
@@ -291,7 +292,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         prep.mean, prep.scale = feature_scaling(*column_stats(x), unscaled=one_hot)
         x -= np.asarray(prep.mean, dtype=np.float32)
         x /= np.asarray(prep.scale, dtype=np.float32)
-    if data.standardize_target and not TASKS[config.task].classes:
+    if standardizes_target(config.task, data.standardize_target):
         y = train.target.astype(np.float64)
         prep.target_mean, prep.target_scale = target_scaling(y.mean(), y.std())
     return prep, x

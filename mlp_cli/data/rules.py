@@ -185,6 +185,11 @@ def feature_scaling(mean: np.ndarray, std: np.ndarray, unscaled: list[bool] | No
     return mean.tolist(), scale.tolist()
 
 
+def standardizes_target(task: str, setting: bool | None) -> bool:
+    """data.standardize_target: unset means on for regression (targets like 25-346 stall an MLP that starts near 0)."""
+    return not TASKS[task].classes and (setting is None or setting)
+
+
 def target_scaling(mean: float, std: float) -> tuple[float, float]:
     """(mean, scale) of a standardized regression target; a constant target keeps scale 1."""
     return float(mean), float(std) or 1.0
