@@ -407,6 +407,12 @@ def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
         if isinstance(model, dict) and model.get("batch_norm") is True and isinstance(batch, int) and 0 < batch < 2:
             problems.append(f"{located.find(('train', 'batch_size'))}: model.batch_norm needs train.batch_size >= 2 "
                             "(a batch of one row has no variance to normalize by)")
+        features = data.get("features")
+        if isinstance(features, list):
+            repeated = sorted({str(n) for n in features if features.count(n) > 1})
+            if repeated:
+                problems.append(f"{located.find(('data', 'features'))}: data.features lists {', '.join(map(repr, repeated))} "
+                                "more than once; name each column once")
         if data.get("standardize_target") is True and task in TASK_TABLE and TASK_TABLE[task].classes:
             problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
     return problems

@@ -462,9 +462,6 @@ def load_frame(
     if features is None:
         features = [n for n in names if n != target]
     else:
-        repeated = sorted({n for n in features if features.count(n) > 1})
-        if repeated:
-            raise DataError(f"data.features lists {', '.join(map(repr, repeated))} more than once; name each column once")
         check_columns(path, names, features, "feature")
         if target in features:
             raise DataError(f"data.features lists the target column {target!r}; a model cannot see its own answer")
