@@ -153,10 +153,10 @@ class CsvReader(Reader):
         )
 
     def notes(self) -> list[str]:
-        encoding, delimiter, sniffed = self.dialect()
+        _, delimiter, sniffed = self.dialect()
         if sniffed and delimiter != ",":
-            return [f"{self.path}: read with {DELIMITERS.get(delimiter, repr(delimiter))} ({delimiter!r}) as the delimiter, "
-                    "detected from the first lines; set data.delimiter to choose another"]
+            return [(f"{self.path}: read with {DELIMITERS.get(delimiter, repr(delimiter))} ({delimiter!r}) as the delimiter, "
+                     "detected from the first lines; set data.delimiter to choose another")]
         return []
 
     def _read_options(self, **extra):

@@ -16,7 +16,16 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.data.prepare import Dataset, Preprocessor, to_split
-from mlp_cli.data.readers import Frame, ParquetReader, TextFormat, check_columns, load_frame, rounded_integers, stored_index, to_frame
+from mlp_cli.data.readers import (
+    Frame,
+    ParquetReader,
+    TextFormat,
+    check_columns,
+    load_frame,
+    rounded_integers,
+    stored_index,
+    to_frame,
+)
 from mlp_cli.data.rules import (
     check_regression_target,
     class_labels,
