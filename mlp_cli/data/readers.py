@@ -126,6 +126,11 @@ class CsvReader(Reader):
         encoding = self.text.encoding
         if encoding is None:
             encoding = next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
+            if encoding == "utf-8" and b"\x00" in head:  # no text file holds NUL bytes; UTF-16 without a mark does
+                raise DataError(
+                    f"{self.path}: holds NUL bytes, as UTF-16 text without a byte-order mark does; set data.encoding, "
+                    "e.g. data.encoding: utf-16-le (Windows) or utf-16-be"
+                )
         try:
             codecs.lookup(encoding)
         except LookupError:
