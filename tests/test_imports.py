@@ -30,6 +30,8 @@ LAYERS = {
     "reporter": 17,
     "cli": 18,
     "__main__": 19,
+    # The Trainer's parts (from the #11 merge), below train: a signal flag, the loop state, the callback types, the run folder.
+    "signals": 2, "state": 2, "callback": 5, "rundir": 14,
 }
 
 

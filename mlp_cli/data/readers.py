@@ -132,7 +132,7 @@ class CsvReader(Reader):
                     "e.g. data.encoding: utf-16-le (Windows) or utf-16-be"
                 )
         try:
-            codecs.lookup(encoding)
+            encoding = codecs.lookup(encoding).name  # "UTF8", "utf_8" ... are all "utf-8"
         except LookupError:
             raise DataError(f"data.encoding {encoding!r} is not an encoding Python knows (e.g. utf-8, latin-1, cp1252, utf-16)") from None
         sample = head.decode(encoding, errors="replace" if self.text.encoding else "strict") if encoding != "utf-8" else None
