@@ -50,7 +50,9 @@ class RunDir:
 
     def _check_same_config(self, stored: dict) -> None:
         old, new = flatten(stored), flatten(self.config.to_dict())
-        differ = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+        # A key the stored run's version did not have yet (data.na_values ...) is unchanged while it keeps its default.
+        defaults = flatten(type(self.config).model_validate({"task": self.config.task, "data": {}}).to_dict())
+        differ = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k, defaults.get(k)) != new.get(k))
         if differ:
             details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
             raise RunError(

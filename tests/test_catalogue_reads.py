@@ -224,6 +224,21 @@ def test_resume_on_changed_classes_or_features_is_refused_naming_them(tmp_path):
     one_line_error(mlp("train", cfg, "--resume", "train.epochs=2"), "features", "gone: 'x2'", "new: 'x3'")
 
 
+def test_resume_of_a_run_from_before_the_new_keys_is_not_refused(tmp_path):
+    from mlp_cli import checkpoint
+
+    path = text_file(tmp_path / "t.csv")
+    cfg = config(tmp_path, path.name)
+    assert mlp("train", cfg).exit_code == 0
+    last = tmp_path / "run" / "last.pt"
+    stored = checkpoint.load(last)
+    for key in ("encoding", "delimiter", "na_values"):  # what a run written before #12 holds
+        del stored["config"]["data"][key]
+    checkpoint.save(last, stored)
+    result = mlp("train", cfg, "--resume", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
        | st.lists(st.integers(-3, 10**20).map(str) | st.sampled_from(["", " ", "x", "1e3", "٣", "1_0"]), max_size=6).map(",".join))
