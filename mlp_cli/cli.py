@@ -124,8 +124,13 @@ def params(
 
 
 def _looks_like_config(arg: str) -> bool:
+    if "\0" in arg:  # no file name holds a NUL byte; let the spec parser name it
+        return False
     path = Path(arg)
-    return path.suffix.lower() in (".yaml", ".yml") or path.is_file()
+    try:
+        return path.suffix.lower() in (".yaml", ".yml") or path.is_file()
+    except OSError:  # a name too long for the file system is a spec, not a file
+        return False
 
 
 def _config_widths(path: Path, overrides: list[str]) -> tuple[list[int], bool, str]:

@@ -50,16 +50,30 @@ class DataConfig(_Section):
     categorical: list[str] = Field(
         default_factory=list, description="text columns to one-hot encode (categories learned on the training split)"
     )
+    encoding: Optional[str] = Field(
+        None, description="text encoding of CSV files, e.g. cp1252 or latin-1 (European Excel); default UTF-8, or UTF-16/32 "
+        "when the file starts with a byte-order mark"
+    )
+    delimiter: Optional[Literal[",", ";", "\t", "|"]] = Field(
+        None, description="CSV field delimiter; default detected from the first lines among , ; tab | (a .tsv is tab) "
+        "and reported when it is not a comma"
+    )
+    na_values: list[str] = Field(
+        default_factory=lambda: [""],
+        description="text cells read as missing in text columns (labels, categories) and number columns; number columns "
+        "also read NA, NaN, null, N/A, #N/A as missing. Default: only the empty cell, so NA (Namibia) stays text",
+    )
     missing: Literal["error", "drop", "mean"] = Field(
         "error", description="missing values: error names them; drop removes the rows; mean imputes training means"
     )
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training rows held out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for testing when test is absent")
     standardize: bool = Field(True, description="scale numeric features to mean 0, std 1 with training-split statistics")
-    standardize_target: bool = Field(
-        False,
-        description="regression only: learn a standardized target; predictions and mse/rmse/mae/r2 are in target units, "
-        "loss is the training objective on the standardized target",
+    standardize_target: Optional[bool] = Field(
+        None,
+        description="learn a standardized target: default on for regression (a target in the hundreds would otherwise "
+        "dwarf the initial outputs and stall learning); predictions and mse/rmse/mae/r2 are in target units, "
+        "loss is the training objective on the standardized target. Regression only",
     )
     synthetic: Optional[SyntheticConfig] = Field(None, description="generated teaching data instead of files")
     streaming: bool = Field(
@@ -247,11 +261,33 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-3` as a float, as YAML 1.2 and every user does."""
 
 
+# Numbers follow YAML 1.2's core schema, as every other YAML tool now does: `010` is ten (not octal 8), `0o10` is
+# eight, `0x10` sixteen; YAML 1.1's `1_000`, `0b101` and sexagesimal `1:30` are text, which the schema then refuses
+# by name instead of silently reading 1000, 5 or 90.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
 )
+
+
+def _construct_int(loader, node) -> int:
+    value = loader.construct_scalar(node)
+    if value.startswith("0o"):
+        return int(value[2:], 8)
+    if value.startswith("0x"):
+        return int(value[2:], 16)
+    return int(value, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 _YAML11_BOOLS = {"yes", "no", "on", "off", "y", "n"}
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
@@ -408,8 +444,9 @@ def apply_overrides(raw: dict, overrides, located: _Located) -> set:
         if any(not p for p in parts):
             raise ConfigError(f"override {item!r}: {key!r} is not a dotted key like train.epochs")
         origin = "override"
+        here = _Located()
         try:
-            parsed = _parse_yaml(value, origin, _Located()) if value.strip() else None
+            parsed = _parse_yaml(value, origin, here, prefix=parts) if value.strip() else None
         except ConfigError as exc:
             raise ConfigError(f"override {item!r}: {str(exc).split(': ', 1)[-1]}") from None
         node = raw
@@ -425,6 +462,10 @@ def apply_overrides(raw: dict, overrides, located: _Located) -> set:
         for sub in list(located.where):
             if sub[: len(parts)] == parts and sub != parts:
                 located.where[sub] = f"override {item!r}"
+        # The file's text for keys under this one is gone: messages quote what the override says.
+        for sub in [sub for sub in located.raw if sub[: len(parts)] == parts]:
+            del located.raw[sub]
+        located.raw.update(here.raw)
         if isinstance(value, str) and value.strip():
             located.raw[parts] = value.strip()
         touched.add(parts)
@@ -479,6 +520,12 @@ def _cross_checks(raw: dict, located: _Located, origin: str) -> list[str]:
         if data.get("group") and (data.get("streaming") is True or synthetic is not None):
             problems.append(f"{located.find(('data', 'group'))}: data.group needs a table file read whole "
                             "(not data.streaming, not data.synthetic)")
+        features = data.get("features")
+        if isinstance(features, list):
+            repeated = sorted({str(n) for n in features if features.count(n) > 1})
+            if repeated:
+                problems.append(f"{located.find(('data', 'features'))}: data.features lists {', '.join(map(repr, repeated))} "
+                                "more than once; name each column once")
         if data.get("standardize_target") is True and task in TASK_TABLE and TASK_TABLE[task].classes:
             problems.append(f"{located.find(('data', 'standardize_target'))}: data.standardize_target applies to regression only")
     problems.extend(_search_checks(raw, located, origin))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mlp_cli.errors import SpecError
@@ -52,6 +53,9 @@ def as_json(layers: list[LayerCount]) -> dict:
     return {"layers": [layer.as_dict() for layer in layers], "total": total(layers)}
 
 
+_WHOLE = re.compile(r"^[-+]?[0-9]+$")
+
+
 def parse_spec(spec: str) -> list[int]:
     """Widths from `6,3,5,4,3`: input width, hidden widths, output width; at least two, all positive."""
     parts = [part.strip() for part in spec.split(",")]
@@ -63,10 +67,12 @@ def parse_spec(spec: str) -> list[int]:
     for position, part in enumerate(parts, start=1):
         if part == "":
             raise SpecError(f"layer spec {spec!r}: width {position} is empty")
-        try:
-            width = int(part)
-        except ValueError:
-            raise SpecError(f"layer spec {spec!r}: width {position} is {part!r}, not a whole number") from None
+        # ASCII digits only: Python's int() also takes "1_0" and "３", which no user means as a width.
+        if not _WHOLE.match(part):
+            raise SpecError(f"layer spec {spec!r}: width {position} is {part!r}, not a whole number")
+        if len(part.lstrip("+-")) > 12:
+            raise SpecError(f"layer spec {spec!r}: width {position} is {part}, too large for a layer (at most 12 digits)")
+        width = int(part)
         if width < 1:
             raise SpecError(f"layer spec {spec!r}: width {position} is {width}; every layer needs at least 1 unit")
         widths.append(width)

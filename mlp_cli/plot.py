@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from mlp_cli.errors import MLPError
+from mlp_cli.errors import MLPError, MLPWarning
 
 INSTALL_HINT = "plots need matplotlib: pip install 'mlp-cli[plot]' (or pip install matplotlib)"
 
@@ -42,9 +43,31 @@ def _literal(text) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+def _read_csv(path: Path, numbers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> list[dict]:
+    """The complete rows of a run's CSV; a run killed mid-write leaves a short last line, which is skipped (and said)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise MLPError(f"{path}: cannot be read ({exc}); it is damaged: run mlp train again") from None
+    missing = [c for c in (*numbers, *texts) if not rows or c not in rows[0]]
+    if not rows or missing:
+        raise MLPError(f"{path}: {'no rows' if not rows else 'no column ' + ', '.join(map(repr, missing))}; "
+                       "the file is empty or damaged: run mlp train again")
+    complete = [r for r in rows if None not in r and None not in r.values() and all(_is_number(r[c]) for c in numbers)]
+    if len(complete) < len(rows):
+        warnings.warn(f"{path}: skipped {len(rows) - len(complete)} incomplete or damaged line(s)", MLPWarning, stacklevel=2)
+    if not complete:
+        raise MLPError(f"{path}: no complete rows; the file is damaged: run mlp train again")
+    return complete
+
+
+def _is_number(text) -> bool:
+    try:
+        _number(text)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _number(text: str) -> float:
@@ -63,7 +86,7 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     except OSError as exc:
         raise MLPError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     written = [_curves(plt, run_dir, out_dir)]
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
+    summary = _summary(run_dir / "summary.json")
     metrics = (summary or {}).get("test") or (summary or {}).get("val")
     if metrics and "confusion_matrix" in metrics:
         written.append(_confusion(plt, metrics, out_dir))
@@ -77,8 +100,19 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
     return written
 
 
+def _summary(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        warnings.warn(f"{path} is damaged ({exc}); the confusion matrix is left out", MLPWarning, stacklevel=2)
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def _curves(plt, run_dir: Path, out_dir: Path) -> Path:
-    rows = _read_csv(run_dir / "metrics.csv")
+    rows = _read_csv(run_dir / "metrics.csv", ("epoch", "train_loss"))
     epochs = [int(r["epoch"]) for r in rows]
     metric_column = next((c for c in rows[0] if c.startswith("val_") and c != "val_loss"), None)
     fig, axes = plt.subplots(1, 2 if metric_column else 1, figsize=(10 if metric_column else 5, 3.6), squeeze=False)
@@ -188,7 +222,7 @@ def _widths(hidden: list[int]) -> str:
 
 
 def _health(plt, run_dir: Path, out_dir: Path) -> Path:
-    rows = _read_csv(run_dir / "diagnostics.csv")
+    rows = _read_csv(run_dir / "diagnostics.csv", ("epoch", "backprop_norm"), ("layer",))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     epochs = sorted({int(r["epoch"]) for r in rows})
     shown = [e for e in epochs if e in (epochs[0], epochs[len(epochs) // 2], epochs[-1])]

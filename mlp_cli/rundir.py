@@ -53,12 +53,34 @@ class RunDir:
 
     def _check_same_config(self, stored: dict) -> None:
         old, new = flatten(stored), flatten(self.config.to_dict())
-        differ = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+        # A key the stored run's version did not have yet (data.na_values ...) is unchanged while it keeps its default.
+        defaults = flatten(type(self.config).model_validate({"task": self.config.task, "data": {}}).to_dict())
+        differ = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k, defaults.get(k)) != new.get(k))
         if differ:
             details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
             raise RunError(
                 f"cannot resume {self.path}: the config differs from the stored one in {', '.join(differ)} ({details}); "
                 "only train.epochs may change on resume"
+            )
+
+    def check_same_data(self, stored: dict, prep) -> None:
+        """--resume continues the stored weights: the data must still have the classes and features they were built for."""
+        old = stored.get("preprocessor", {})
+        problems = []
+        for what, before, now in (("classes", old.get("labels"), prep.labels),
+                                  ("features", _feature_names(old), prep.feature_names)):
+            if before is not None and list(before) != list(now or []):
+                gone = [v for v in before if v not in (now or [])]
+                new = [v for v in (now or []) if v not in before]
+                change = "; ".join(part for part in (
+                    f"gone: {', '.join(map(repr, gone[:8]))}" if gone else "",
+                    f"new: {', '.join(map(repr, new[:8]))}" if new else "",
+                ) if part) or "same names in another order"
+                problems.append(f"{what} ({change})")
+        if problems:
+            raise RunError(
+                f"cannot resume {self.path}: the data's {' and '.join(problems)} differ from the stored run's; "
+                "the stored weights fit the old ones: restore the data, or start a new run (another output_dir, or --overwrite)"
             )
 
     def prepare(self, fresh: bool) -> int:
@@ -85,3 +107,15 @@ class RunDir:
         for row in history[len(lines) - 1 :]:
             lines.append(csv_line(row.values(), digits=8))
         write_text(self.path / "metrics.csv", "".join(lines))
+
+
+def _feature_names(prep: dict) -> list[str] | None:
+    if "features" not in prep:
+        return None
+    names = []
+    for column in prep["features"]:
+        if column in prep.get("categorical", {}):
+            names.extend(f"{column}={category}" for category in prep["categorical"][column])
+        else:
+            names.append(column)
+    return names

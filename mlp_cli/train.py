@@ -105,15 +105,17 @@ class Trainer:
         """Refuse to clobber a run unless asked; with --resume, load last.pt. Changes nothing on disk."""
         return self.rundir.check()
 
-    def _check_memory(self, device: torch.device, n_in: int, n_out: int) -> None:
+    def _check_memory(self, device: torch.device, n_in: int, n_out: int, rows: int | None = None) -> None:
         cfg = self.config
-        need = params.memory_bytes(widths(n_in, n_out, cfg.model), cfg.train.batch_size, cfg.train.optimizer)
+        # A batch never holds more rows than the training split: batch_size 10**9 means full-batch training.
+        batch = min(cfg.train.batch_size, rows) if rows else cfg.train.batch_size
+        need = params.memory_bytes(widths(n_in, n_out, cfg.model), batch, cfg.train.optimizer)
         have = available_bytes(device)
         if have is not None and need > have:
             total = params.total(params.count_layers(widths(n_in, n_out, cfg.model)))
             raise RunError(
                 f"the model needs at least {human_bytes(need)} to train ({total:,} parameters, their gradients and "
-                f"{cfg.train.optimizer} state, plus activations for batch {cfg.train.batch_size}) but {device.type} has "
+                f"{cfg.train.optimizer} state, plus activations for batch {batch}) but {device.type} has "
                 f"{human_bytes(have)} free; shrink model.hidden or train.batch_size"
             )
 
@@ -153,8 +155,10 @@ class Trainer:
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
         data = self.data if self.data is not None else load_dataset(cfg)
+        if stored is not None:
+            self.rundir.check_same_data(stored, data.prep)
         n_in, n_out = data.n_inputs, data.n_outputs
-        self._check_memory(device, n_in, n_out)
+        self._check_memory(device, n_in, n_out, len(data.train))
         layers = params.count_layers(widths(n_in, n_out, cfg.model), cfg.model.batch_norm)
         total = self.total_params = params.total(layers)
         threads = tcfg.threads or default_threads(total)

@@ -162,3 +162,21 @@ def test_config_reference_doc_is_current():
     from mlp_cli.config import reference_markdown
 
     assert (REPO / "docs" / "config.md").read_text() == reference_markdown(), "regenerate: mlp schema --markdown > docs/config.md"
+
+
+@pytest.mark.parametrize("text,value", [("010", 10), ("0o17", 15), ("0x1F", 31), ("-0", 0), ("+12", 12), ("1.5e-3", 0.0015), (".5", 0.5)])
+def test_yaml_numbers_follow_yaml_1_2(tmp_path, text, value):
+    import yaml
+
+    from mlp_cli.config import _Loader  # the loader is private; this pins its number rules directly
+
+    assert yaml.load(f"v: {text}", Loader=_Loader)["v"] == value
+
+
+@pytest.mark.parametrize("text", ["1_000", "1:30", "0b101", "0o8", "1__0"])
+def test_yaml_1_1_only_numbers_are_text(text):
+    import yaml
+
+    from mlp_cli.config import _Loader
+
+    assert yaml.load(f"v: {text}", Loader=_Loader)["v"] == text

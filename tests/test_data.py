@@ -487,7 +487,8 @@ def test_standardize_target_for_regression(tmp_path):
 
 def test_regression_target_is_unscaled_without_standardize_target(tmp_path):
     path, _, y = regression_file(tmp_path, n=30)
-    dataset = load_dataset(config(path, target="target", task="regression"))
+    # Since #12 the default is on for regression; turning it off keeps the target as it is.
+    dataset = load_dataset(config(path, target="target", task="regression", standardize_target=False))
     assert dataset.prep.target_mean is None
     for split in splits(dataset).values():
         np.testing.assert_array_equal(split.y.numpy(), y[split.rows].astype(np.float32))

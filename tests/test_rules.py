@@ -129,3 +129,19 @@ def test_same_refusals(tmp_path, case):
     # where it reports rows it can only list those of the first row group with the problem (here the same rows).
     rows = re.compile(r"\b(rows?|lines?) [\d, ]+(and \d+ more)?")
     assert rows.sub("ROWS", str(memory)) == rows.sub("ROWS", str(stream))
+
+
+def test_text_labels_that_are_all_whole_numbers_become_ints_and_mixed_ones_are_refused():
+    from mlp_cli.data import label_values
+
+    assert list(label_values(np.array(["1", "2", None, "10"], dtype=object), "f", "y")) == [1, 2, None, 10]
+    assert list(label_values(np.array(["a", "b"], dtype=object), "f", "y")) == ["a", "b"]
+    with pytest.raises(DataError, match="mixes whole numbers .* with text .*'x'"):
+        label_values(np.array(["1", "2", "x"], dtype=object), "f", "y")
+
+
+def test_target_standardization_defaults_on_for_regression_only():
+    from mlp_cli.data import standardizes_target
+
+    assert standardizes_target("regression", None) and not standardizes_target("regression", False)
+    assert not standardizes_target("binary", None) and not standardizes_target("multiclass", None)

@@ -303,3 +303,65 @@ def test_every_reader_yields_the_same_frame_whole_or_in_chunks(tmp_path, suffix)
     assert [str(v) for p in parts for v in p.target] == [str(v) for v in whole.target]
     np.testing.assert_array_equal(np.concatenate([p.rows for p in parts]), whole.rows)
     assert parts[-1].rows_text(np.array([len(parts[-1]) - 1])) == whole.rows_text(np.array([len(whole) - 1]))
+
+
+# ---------------------------------------------------------------------------------------------- #12: text formats
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_the_delimiter_is_sniffed_among_the_four(tmp_path, delimiter):
+    path = tmp_path / "d.csv"
+    path.write_text(delimiter.join(["a", "b c", "label"]) + "\n" + "".join(f"{i}{delimiter}{i / 3}{delimiter}x\n" for i in range(5)))
+    reader = reader_for(path)
+    assert reader.columns() == ["a", "b c", "label"]
+    assert reader.dialect()[1] == delimiter
+    assert bool(reader.notes()) == (delimiter != ",")
+
+
+def test_a_chosen_delimiter_wins_over_sniffing(tmp_path):
+    from mlp_cli.data import TextFormat
+
+    path = tmp_path / "d.csv"
+    path.write_text("a;b,c\n1;2,3\n4;5,6\n")
+    assert reader_for(path, TextFormat(delimiter=",")).columns() == ["a;b", "c"]
+    assert reader_for(path, TextFormat(delimiter=";")).columns() == ["a", "b,c"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+def test_a_byte_order_mark_chooses_the_encoding(tmp_path, encoding):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("é,label\n1,forêt\n2,blé\n".encode(encoding))
+    frame, features = load_frame(path, None, [], "label", target_required=True)
+    assert features == ["é"] and list(frame.target) == ["forêt", "blé"]
+
+
+def test_non_utf8_bytes_after_the_sample_are_refused_naming_the_key(tmp_path):
+    path = tmp_path / "late.csv"
+    # 70 000 ASCII rows first: the 64 KiB sniff sample is clean, so the column check must catch it.
+    path.write_bytes(b"x,label\n" + b"1,a\n2,b\n" * 10_000 + "3,forêt\n".encode("cp1252"))
+    with pytest.raises(DataError) as info:
+        load_frame(path, None, [], "label", target_required=True)
+    assert_data_error(info, "'label'", "not UTF-8", "data.encoding", "line 20002")
+
+
+def test_integer_columns_beyond_float32_are_cast_and_reported_once_per_column():
+    from mlp_cli.data import rounded_integers, to_frame
+
+    table = pa.table({"ts": pa.array([2**62, 2**62 + 1], pa.int64()), "id": pa.array([2**64 - 1, 7], pa.uint64()),
+                      "small": pa.array([1, 2], pa.int64()), "label": ["a", "b"]})
+    frame = to_frame(table, "t", "parquet", ["ts", "id", "small"], [], "label")
+    assert frame.numeric[0, 0] == np.float32(2**62) and frame.numeric[0, 1] == np.float32(2**64)
+    seen: set = set()
+    assert len(rounded_integers(frame, seen)) == 2 and seen == {"ts", "id"}
+    assert rounded_integers(frame, seen) == []  # the next chunk says nothing new
+
+
+def test_na_values_apply_to_text_cells_of_every_reader(tmp_path):
+    from mlp_cli.data import TextFormat
+
+    columns, rows = ["x", "country", "label"], [[1.0, "NA", "a"], [2.0, "ZA", "NA"], [3.0, "", "b"]]
+    for path in (write_csv(tmp_path / "t.csv", columns, rows), write_parquet(tmp_path / "t.parquet", columns, rows)):
+        frame, _ = load_frame(path, None, ["country"], "label", target_required=True)
+        assert list(frame.text["country"]) == ["NA", "ZA", None] and list(frame.target) == ["a", "NA", "b"]
+        frame, _ = load_frame(path, None, ["country"], "label", target_required=True, text=TextFormat(na_values=("", "NA")))
+        assert list(frame.text["country"]) == [None, "ZA", None] and list(frame.target) == ["a", None, "b"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from mlp_cli.config import Config
 from mlp_cli.data.prepare import Dataset, Preprocessor, fit, split_frames, to_split
 from mlp_cli.data.groups import feature_columns
-from mlp_cli.data.readers import Frame, check_columns, header, load_frame
+from mlp_cli.data.readers import Frame, TextFormat, check_columns, header, load_frame
 from mlp_cli.data.rules import handle_missing
 from mlp_cli.errors import DataError
 
@@ -36,27 +36,29 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
         frame = generate(data.synthetic, config.task)
         return frame, None, list(frame.numeric_names)
     train_path = Path(data.train)
+    text = TextFormat.of(data)
     wanted = data.features
     if data.group or data.exclude:  # data.group and data.exclude: columns kept out of the features
-        names = header(train_path)
+        names = header(train_path, text)
         check_columns(train_path, names, [c for c in [data.group, *data.exclude] if c], "data.group/exclude")
         if wanted is not None and data.group in wanted:
             raise DataError(f"data.features lists the group column {data.group!r}; groups decide the split, they are never a feature")
         wanted = wanted if wanted is not None else feature_columns(names, data.target, data.group, data.exclude)
-    frame, features = load_frame(train_path, wanted, data.categorical, data.target, target_required=True)
+    frame, features = load_frame(train_path, wanted, data.categorical, data.target, target_required=True, text=text)
     frame = handle_missing(frame, config.data.missing)
     test = None
     if data.test:
         test_path = Path(data.test)
-        check_columns(test_path, header(test_path), features + [data.target], "test")
-        test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True)
+        check_columns(test_path, header(test_path, text), features + [data.target], "test")
+        test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True, text=text)
         test = handle_missing(test, config.data.missing)
     return frame, test, features
 
 
 def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> Frame:
     """Read a new file the way the model's training data was read; columns are checked by name."""
-    found = header(path)
+    text = TextFormat.of(prep.text)
+    found = header(path, text)
     wanted = list(prep.features) + ([prep.target] if target_required else [])
     missing = [c for c in wanted if c not in found]
     if missing:
@@ -67,5 +69,5 @@ def load_for_model(prep: Preprocessor, path: Path, *, target_required: bool) -> 
             + f"; the model was trained on: {', '.join(prep.features)}"
         )
     target = prep.target if target_required else None
-    frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required)
+    frame, _ = load_frame(path, prep.features, list(prep.categorical), target, target_required=target_required, text=text)
     return handle_missing(frame, prep.missing)

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.data.groups import group_split_indices
-from mlp_cli.data.readers import Frame, read_table
+from mlp_cli.data.readers import Frame, TextFormat, read_table
 from mlp_cli.data.rules import (
     check_regression_target,
     class_labels,
@@ -25,6 +25,7 @@ from mlp_cli.data.rules import (
     impute_means,
     label_values,
     sort_key,
+    standardizes_target,
     target_scaling,
 )
 from mlp_cli.errors import DataError, MLPWarning
@@ -48,6 +49,7 @@ class Preprocessor:
     labels: list | None = None  # class index -> the user's label
     target_mean: float | None = None
     target_scale: float | None = None
+    text: dict = field(default_factory=dict)  # how files are read: encoding, delimiter, na_values (TextFormat)
 
     @property
     def feature_names(self) -> list[str]:
@@ -279,7 +281,7 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
 
 def group_values(config: Config, frame: Frame) -> np.ndarray:
     """The data.group column for the frame's rows (read on its own: it is not a feature)."""
-    column = read_table(Path(config.data.train), [config.data.group]).column(config.data.group)
+    column = read_table(Path(config.data.train), [config.data.group], text=TextFormat.of(config.data)).column(config.data.group)
     values = np.asarray(column.to_pylist(), dtype=object)[frame.rows]
     missing = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
     if len(missing):
@@ -297,7 +299,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
     for column in data.categorical:
         seen = {v for v in train.text[column] if v is not None}
         categorical[column] = sorted(seen)
-    prep = Preprocessor(config.task, data.target, features, categorical, data.missing)
+    prep = Preprocessor(config.task, data.target, features, categorical, data.missing, text=TextFormat.of(data).to_dict())
     if data.missing == "mean":
         present = ~np.isnan(train.numeric)
         sums = np.where(present, train.numeric, 0).sum(axis=0, dtype=np.float64)
@@ -310,7 +312,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         prep.mean, prep.scale = feature_scaling(*column_stats(x), unscaled=one_hot)
         x -= np.asarray(prep.mean, dtype=np.float32)
         x /= np.asarray(prep.scale, dtype=np.float32)
-    if data.standardize_target and not TASKS[config.task].classes:
+    if standardizes_target(config.task, data.standardize_target):
         y = train.target.astype(np.float64)
         prep.target_mean, prep.target_scale = target_scaling(y.mean(), y.std())
     return prep, x

@@ -3,6 +3,7 @@ removes or refuses, and how scaling statistics become a mean and a scale."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -25,6 +26,30 @@ def label_values(values: np.ndarray, origin: str, target: str) -> np.ndarray:
                 "class labels must be integers, text or booleans (for a continuous target use task: regression)"
             )
         return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
+    return _text_labels(values, origin, target)
+
+
+_INTEGER = re.compile(r"^[-+]?[0-9]+$")
+
+
+def _text_labels(values: np.ndarray, origin: str, target: str) -> np.ndarray:
+    """Labels read as text: all whole numbers ("1", "2": a Parquet string column, or a CSV column with a stray cell
+    fixed) become ints, as a number column gives; whole numbers mixed with other text are refused, at training and
+    at evaluation alike, since "10" and 10 would otherwise be two classes, or a label unseen in training."""
+    texts = [v for v in values if isinstance(v, str)]
+    if not texts:
+        return values
+    numeric = [v for v in texts if _INTEGER.match(v.strip())]
+    if len(numeric) == len(texts):
+        return np.array([int(v) if isinstance(v, str) else v for v in values], dtype=object)
+    if numeric:
+        words = sorted({v for v in texts if not _INTEGER.match(v.strip())})
+        counts = sum(1 for v in texts if not _INTEGER.match(v.strip()))
+        raise DataError(
+            f"{origin}: target {target!r} mixes whole numbers ({', '.join(sorted(set(numeric), key=len)[:3])}, ...) with text "
+            f"({', '.join(map(repr, words[:5]))}: {counts} row{'s' if counts != 1 else ''}); class labels must be all numbers "
+            "or all text: fix those cells, or list them in data.na_values if they mean a missing value"
+        )
     return values
 
 
@@ -85,6 +110,9 @@ def usable_rows(frame: Frame, policy: str) -> np.ndarray:
     """data.missing applied to a frame: a bool mask of rows to keep (missing targets never, missing features only
     unless `drop`); infinite values and, under `error`, any missing value raise, naming columns and rows."""
     nan_cells = np.isnan(frame.numeric)
+    if frame.target is not None and frame.target.dtype.kind == "f" and np.isinf(frame.target).any():
+        raise DataError(f"{frame.origin}: the target holds an infinite value at {frame.rows_text(np.flatnonzero(np.isinf(frame.target))[:1])}; "
+                        "fix the value, or list it in data.na_values if it means a missing value")
     if np.isinf(frame.numeric).any():
         rows, cols = np.nonzero(np.isinf(frame.numeric))
         raise DataError(
@@ -155,6 +183,11 @@ def feature_scaling(mean: np.ndarray, std: np.ndarray, unscaled: list[bool] | No
     if unscaled is not None:
         mean[unscaled], scale[unscaled] = 0.0, 1.0
     return mean.tolist(), scale.tolist()
+
+
+def standardizes_target(task: str, setting: bool | None) -> bool:
+    """data.standardize_target: unset means on for regression (targets like 25-346 stall an MLP that starts near 0)."""
+    return not TASKS[task].classes and (setting is None or setting)
 
 
 def target_scaling(mean: float, std: float) -> tuple[float, float]:

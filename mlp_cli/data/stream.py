@@ -8,24 +8,36 @@ one row group plus the shuffle buffer, whatever the size of the dataset.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mlp_cli.config import Config
-from mlp_cli.data.prepare import Dataset, Preprocessor
-from mlp_cli.data.readers import Frame, ParquetReader, check_columns, to_frame
+from mlp_cli.data.prepare import Dataset, Preprocessor, to_split
+from mlp_cli.data.readers import (
+    Frame,
+    ParquetReader,
+    TextFormat,
+    check_columns,
+    load_frame,
+    rounded_integers,
+    stored_index,
+    to_frame,
+)
 from mlp_cli.data.rules import (
     check_regression_target,
     class_labels,
     count_labels,
     feature_scaling,
+    handle_missing,
     impute_means,
+    standardizes_target,
     target_scaling,
     usable_rows,
 )
-from mlp_cli.errors import DataError
+from mlp_cli.errors import DataError, MLPWarning
 from mlp_cli.tasks import TASKS
 
 ROLES = ("train", "val", "test")
@@ -66,6 +78,18 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
+def _streams(path: Path) -> bool:
+    """A Parquet file or folder is streamed; any other test file (a CSV) is small enough to read whole."""
+    return path.is_dir() or path.name.lower().endswith(ParquetReader.suffixes)
+
+
+def read_test_frame(config: Config, features: list[str]) -> Frame:
+    """data.test read whole, as the in-memory path reads it (CSV or anything the readers know)."""
+    data = config.data
+    frame, _ = load_frame(Path(data.test), features, [], data.target, target_required=True, text=TextFormat.of(data))
+    return handle_missing(frame, data.missing)
+
+
 class ParquetSource:
     """The row groups of a Parquet file or folder and what role each of their rows plays."""
 
@@ -82,6 +106,7 @@ class ParquetSource:
             meta = reader.metadata()
             self._readers[str(file)] = (reader, meta)
             names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+            names = [n for n in names if not stored_index(n)]
             if not self.names:
                 self.names = names
             elif names != self.names:
@@ -103,7 +128,8 @@ class ParquetSource:
         # thousands of shards never holds thousands of descriptors.
         reader, meta = self._readers[unit.path]
         table = reader.row_group(unit.row_group, columns, meta)
-        return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows))
+        return to_frame(table, unit.path, reader.kind, features, [], target or None, unit.file_row + np.arange(unit.rows),
+                        TextFormat.of(self.config.data).na_values)
 
     def roles(self, unit: Unit) -> np.ndarray:
         """0 train, 1 validation, 2 test, for each row of the unit."""
@@ -119,7 +145,7 @@ class ParquetSource:
         return roles
 
 
-def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetSource | None]:
+def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, "ParquetSource | Frame | None"]:
     """One pass over the data: label set, training-split means and scales, and row counts per role and unit."""
     data, task = config.data, config.task
     if config.model.batch_norm:
@@ -134,19 +160,24 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
     features = data.features or [n for n in source.names if n != data.target]
     check_columns(source.path, source.names, features, "feature")
     test = None
-    if data.test:
+    if data.test and _streams(Path(data.test)):
         test = ParquetSource(Path(data.test), config, roles_from_hash=False)
         check_columns(test.path, test.names, features + [data.target], "test")
+    elif data.test:
+        test = read_test_frame(config, features)
 
     width = len(features)
     total, squares, present = np.zeros(width), np.zeros(width), np.zeros(width)
     y_sum = y_squares = 0.0
     label_counts: dict = {}
+    reported: set = set()
     for owner in (source, test):
-        if owner is None:
+        if not isinstance(owner, ParquetSource):  # an in-memory test file needs no pass
             continue
         for unit in owner.units:
             frame = owner.read(unit, features, data.target)
+            for note in rounded_integers(frame, reported):
+                warnings.warn(note, MLPWarning, stacklevel=2)
             keep = usable_rows(frame, data.missing)
             roles = owner.roles(unit)
             unit.counts = {role: int(((roles == i) & keep).sum()) for i, role in enumerate(ROLES)}
@@ -168,7 +199,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
     n_train = sum(u.counts["train"] for u in source.units)
     if n_train < 2:
         raise DataError(f"{source.path}: only {n_train} training row(s) after the split; a model needs more data")
-    prep = Preprocessor(task, data.target, features, {}, data.missing)
+    prep = Preprocessor(task, data.target, features, {}, data.missing, text=TextFormat.of(data).to_dict())
     mean = total / np.maximum(present, 1)
     if data.missing == "mean":
         prep.impute = impute_means(features, total, present)
@@ -177,7 +208,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
         variance = np.maximum(squares / np.maximum(present, 1) - mean * mean, 0) * present / n_train
         prep.mean, prep.scale = feature_scaling(mean, np.sqrt(variance))
     if not TASKS[task].classes:
-        if data.standardize_target:
+        if standardizes_target(task, data.standardize_target):
             y_mean = y_sum / n_train
             prep.target_mean, prep.target_scale = target_scaling(y_mean, np.sqrt(max(y_squares / n_train - y_mean**2, 0)))
     else:
@@ -318,13 +349,18 @@ def load_streaming(config: Config):
     buffer = config.data.shuffle_buffer
     train = StreamSplit(source, "train", prep, buffer)
     val = StreamSplit(source, "val", prep, buffer)
-    test_split = StreamSplit(test if test is not None else source, "test", prep, buffer)
+    if isinstance(test, Frame):
+        test_split = to_split(prep, test)
+    else:
+        test_split = StreamSplit(test if test is not None else source, "test", prep, buffer)
     return Dataset(train, val if len(val) else None, test_split if len(test_split) else None, prep)
 
 
 def streaming_split(config: Config, prep: Preprocessor, role: str) -> StreamSplit:
     """A split of a trained run rebuilt from its stored config and preprocessor, without a statistics pass."""
     data = config.data
+    if role == "test" and data.test and not _streams(Path(data.test)):
+        return to_split(prep, read_test_frame(config, prep.features))
     source = ParquetSource(Path(data.test if role == "test" and data.test else data.train), config,
                            roles_from_hash=not (role == "test" and data.test))
     for unit in source.units:
