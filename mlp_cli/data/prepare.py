@@ -51,7 +51,7 @@ class Preprocessor:
 
     @property
     def feature_names(self) -> list[str]:
-        names = []
+        names: list[str] = []
         for column in self.features:
             if column in self.categorical:
                 names.extend(f"{column}={category}" for category in self.categorical[column])
@@ -127,7 +127,9 @@ class Preprocessor:
             if self.target_mean is None:
                 return frame.target.astype(np.float32)
             # Centre in float64 first: a target like 1e6 ± 0.05 would lose its variation in float32.
+            assert self.target_scale is not None  # fitted together with target_mean
             return ((frame.target.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
+        assert self.labels is not None and self.target is not None  # a classification task is fitted with both
         codes = self._numeric_codes(frame.target)
         if codes is None:
             values = label_values(frame.target, frame.origin, self.target)
@@ -145,6 +147,7 @@ class Preprocessor:
 
     def _numeric_codes(self, target: np.ndarray) -> np.ndarray | None:
         """Vectorized label lookup for integer labels read as numbers (the common case, and the streaming hot path)."""
+        assert self.labels is not None  # a classification task is fitted with its labels
         if target.dtype.kind != "f" or not all(type(label) is int for label in self.labels):
             return None
         known = np.asarray(self.labels, dtype=np.float64)
@@ -207,13 +210,14 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         move = lambda split: None if split is None else split.to(device)  # noqa: E731
-        return Dataset(move(self.train), move(self.val), move(self.test), self.prep)
+        return Dataset(self.train.to(device), move(self.val), move(self.test), self.prep)
 
 
 def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
     import torch
 
     x = prep.inputs(frame) if x is None else x
+    assert frame.rows is not None  # Frame.__post_init__ fills rows
     return Split(torch.from_numpy(x), torch.from_numpy(prep.targets(frame)), frame.rows)
 
 
@@ -230,7 +234,7 @@ def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int,
         k = min(max(int(round(n * fraction)), 1), n - 1)
         return np.sort(order[k:]), np.sort(order[:k])
     held = []
-    largest = None
+    largest: np.ndarray | None = None
     for value in np.unique(strata):
         members = np.flatnonzero(strata == value)
         rng.shuffle(members)
@@ -238,6 +242,7 @@ def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int,
         held.append(members[:k])
         if largest is None or len(members) > len(largest):
             largest = members
+    assert largest is not None  # np.unique of a non-empty strata array gives at least one class
     if not sum(len(h) for h in held) and len(largest) > 1:
         # Per-class rounding gave nothing; a split that was asked for gets at least one row.
         held.append(largest[:1])
@@ -311,6 +316,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         x -= np.asarray(prep.mean, dtype=np.float32)
         x /= np.asarray(prep.scale, dtype=np.float32)
     if data.standardize_target and not TASKS[config.task].classes:
+        assert train.target is not None  # check_regression_target refused a missing target
         y = train.target.astype(np.float64)
         prep.target_mean, prep.target_scale = target_scaling(y.mean(), y.std())
     return prep, x

@@ -4,6 +4,7 @@ column arrays, whole or chunk by chunk, with errors that name file, column and r
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class Reader:
         """Column names without reading the data."""
         raise NotImplementedError
 
-    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+    def table(self, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
         """The file as a pyarrow Table; a reader may parse `float_columns` straight to float32."""
         raise NotImplementedError
 
@@ -102,7 +103,7 @@ class CsvReader(Reader):
             strings_can_be_null=True,
         )
 
-    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+    def table(self, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -158,7 +159,7 @@ class ParquetReader(Reader):
         except Exception as exc:  # pyarrow raises several types for a corrupt file
             raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
 
-    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+    def table(self, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -180,7 +181,7 @@ class ParquetReader(Reader):
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
 
-    def row_group(self, group: int, columns: list[str], metadata=None):
+    def row_group(self, group: int, columns: list[str] | None, metadata=None):
         """One row group of this file as a Table; the file is opened for this read only."""
         import pyarrow.parquet as pq
 
@@ -241,7 +242,7 @@ def header(path: Path) -> list[str]:
     return reader_for(path).columns()
 
 
-def read_table(path: Path, columns: list[str] | None = None, float_columns: list[str] = ()):
+def read_table(path: Path, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
     """The file as a pyarrow Table; `float_columns` are parsed straight to float32 (fast path, half the memory)."""
     return reader_for(path).table(columns, float_columns)
 
@@ -280,9 +281,11 @@ class Frame:
             self.n_source = len(self.rows)
 
     def __len__(self) -> int:
+        assert self.rows is not None  # __post_init__ fills rows
         return len(self.rows)
 
     def take(self, index: np.ndarray) -> "Frame":
+        assert self.rows is not None  # __post_init__ fills rows
         return Frame(
             self.origin,
             self.kind,
@@ -295,6 +298,7 @@ class Frame:
         )
 
     def rows_text(self, positions: np.ndarray) -> str:
+        assert self.rows is not None  # __post_init__ fills rows
         return _rows_text(self.origin, self.kind, self.rows[positions])
 
 
@@ -322,7 +326,7 @@ def load_frame(
         raise DataError(f"{path}: no feature columns left besides the target {target!r}")
     has_target = target is not None and target in names
     numeric_names = [f for f in features if f not in categorical]
-    columns = features + ([target] if has_target else [])
+    columns = features + ([target] if target is not None and has_target else [])
     reader = reader_for(path)
     table = reader.table(columns, float_columns=numeric_names)
     return to_frame(table, str(path), reader.kind, numeric_names, categorical, target if has_target else None), features
