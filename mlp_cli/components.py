@@ -7,6 +7,7 @@ objects are looked up only when a model or optimizer is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mlp_cli.tasks import TASKS as TASK_TABLE
 
@@ -88,7 +89,7 @@ def optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: fl
     """A torch optimizer; `fused` picks torch's single-kernel implementation where the build has one."""
     import torch
 
-    options = {"lr": lr, "weight_decay": weight_decay}
+    options: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     if fused:
         options["fused"] = True
     if name == "sgd":

@@ -21,7 +21,7 @@ from mlp_cli.errors import RunError
 TEMP_PREFIX = ".mlp-tmp-"
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call `write(file)` on a temporary file, then move it over `path`; on failure the old `path` is untouched."""
     path = Path(path)
     tmp_name = None

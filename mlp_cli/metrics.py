@@ -72,7 +72,9 @@ class Accumulator:
 
 
 def predicted_classes(task: str, outputs: torch.Tensor) -> torch.Tensor:
-    return TASKS[task].predict(outputs)
+    predict = TASKS[task].predict
+    assert predict is not None, f"{task} has no classes to predict"
+    return predict(outputs)
 
 
 def regression_metrics(loss_sum: float, n: float, sse: float, sae: float, sy: float, syy: float) -> dict:

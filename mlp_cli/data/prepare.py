@@ -316,7 +316,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         x -= np.asarray(prep.mean, dtype=np.float32)
         x /= np.asarray(prep.scale, dtype=np.float32)
     if data.standardize_target and not TASKS[config.task].classes:
-        assert train.target is not None  # check_regression_target refused a missing target
+        assert train.target is not None  # the training frame is always read with its target
         y = train.target.astype(np.float64)
         prep.target_mean, prep.target_scale = target_scaling(y.mean(), y.std())
     return prep, x
