@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from rich.align import JustifyMethod
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
