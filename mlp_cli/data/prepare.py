@@ -284,6 +284,7 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
 
 def group_values(config: Config, frame: Frame) -> np.ndarray:
     """The data.group column for the frame's rows (read on its own: it is not a feature)."""
+    assert config.data.train is not None and config.data.group is not None  # called only for a data.group of a file
     column = read_table(Path(config.data.train), [config.data.group]).column(config.data.group)
     values = np.asarray(column.to_pylist(), dtype=object)[frame.rows]
     missing = np.flatnonzero(np.array([v is None for v in values], dtype=bool))

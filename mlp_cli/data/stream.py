@@ -129,6 +129,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
         )
     if data.categorical:
         raise DataError("data.categorical is not supported with data.streaming yet; encode the columns in the Parquet file")
+    assert data.train is not None and data.target is not None  # load_config requires both unless data.synthetic
     source = ParquetSource(Path(data.train), config, roles_from_hash=True)
     check_columns(source.path, source.names, [data.target], "target")
     features = data.features or [n for n in source.names if n != data.target]
@@ -160,6 +161,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetS
             present += finite.sum(axis=0)
             if not TASKS[task].classes:
                 check_regression_target(frame, data.target)
+                assert frame.target is not None  # fit_streaming checked the target column exists; every unit is read with it
                 y = frame.target[train_rows]
                 y_sum += float(y.sum())
                 y_squares += float((y * y).sum())
@@ -319,12 +321,15 @@ def load_streaming(config: Config):
     train = StreamSplit(source, "train", prep, buffer)
     val = StreamSplit(source, "val", prep, buffer)
     test_split = StreamSplit(test if test is not None else source, "test", prep, buffer)
-    return Dataset(train, val if len(val) else None, test_split if len(test_split) else None, prep)
+    # Dataset's fields name the in-memory Split; a StreamSplit stands in for it by duck typing (the Trainer branches on
+    # isinstance). Naming both there would make data.prepare import data.stream, upward in the layers.
+    return Dataset(train, val if len(val) else None, test_split if len(test_split) else None, prep)  # type: ignore[arg-type]
 
 
 def streaming_split(config: Config, prep: Preprocessor, role: str) -> StreamSplit:
     """A split of a trained run rebuilt from its stored config and preprocessor, without a statistics pass."""
     data = config.data
+    assert data.train is not None  # load_config requires it unless data.synthetic
     source = ParquetSource(Path(data.test if role == "test" and data.test else data.train), config,
                            roles_from_hash=not (role == "test" and data.test))
     for unit in source.units:
