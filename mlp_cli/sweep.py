@@ -52,6 +52,7 @@ def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], 
     if not values:
         raise RunError(f"mlp sweep needs at least one value for {key}")
     configs: list[Config] = [load_config(config_path, [*overrides, f"{key}={value}"]) for value in values]
+    assert configs[0].output_dir is not None  # load_config fills output_dir
     base = Path(configs[0].output_dir) / f"sweep-{folder_name(key)}"
     if base.exists() and any(base.iterdir()):
         if not overwrite:
@@ -88,6 +89,7 @@ def write_csv(result: SweepResult) -> None:
     columns = ["value", "params", "epochs", "train_loss", "test_loss", f"train_{result.metric}", f"test_{result.metric}", "run_dir"]
     rows = ([row.value, row.params, row.epochs, row.train_loss, row.test_loss, row.train_metric, row.test_metric, row.run_dir]
             for row in result.rows)
+    assert result.folder is not None  # sweep() names the folder before any row exists
     files.write_csv(result.folder / "sweep.csv", columns, rows, digits=6)
 
 
