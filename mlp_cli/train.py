@@ -409,6 +409,7 @@ class Trainer:
             diagnostics = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, epoch=epoch)
         if self.world.is_main:
             if improved and self.data.val is not None:
+                assert self.best_state is not None  # an improved epoch has just stored its weights
                 checkpoint.save(self.run_dir / "best.pt", self.payload(self.best_state, epoch, {"val": val}, kind="best"))
             self.rundir.write_metrics(state.history)
             self.save_last()

@@ -257,6 +257,7 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
     if TASKS[config.task].classes:
         labels = frame_labels(config, train)
         lookup = {label: i for i, label in enumerate(labels)}
+        assert train.target is not None  # frame_labels has just read the labels from it
         strata = np.array([lookup[v] for v in label_values(train.target, train.origin, data.target or "label")])
     else:
         check_regression_target(train, data.target)

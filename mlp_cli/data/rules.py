@@ -41,6 +41,7 @@ def sort_key(value):
 
 def count_labels(frame: Frame, target: str, counts: dict) -> dict:
     """Add the frame's class labels to `counts` (label -> rows); called once per file or per chunk."""
+    assert frame.target is not None  # training frames are read with their target
     for value in label_values(frame.target, frame.origin, target):
         counts[value] = counts.get(value, 0) + 1
     return counts
