@@ -182,7 +182,7 @@ def _fast_step_matches_torch() -> bool:
                 params = [t.clone().requires_grad_() for t in start]
                 opt = cls(params, lr=0.01, weight_decay=0.01, fused=True)
                 for i, step_grads in enumerate(grads):
-                    for p, g in zip(params, step_grads):
+                    for p, g in zip(params, step_grads, strict=True):
                         p.grad = g.clone()
                     if fast and i > 0:
                         fast_step_fn = _kernel_step(params, [opt.state[p] for p in params], opt.param_groups[0],
@@ -191,7 +191,7 @@ def _fast_step_matches_torch() -> bool:
                     else:
                         opt.step()
                 results.append([p.detach() for p in params] + [opt.state[p]["exp_avg_sq"] for p in params])
-            if not all(torch.equal(a, b) for a, b in zip(*results)):
+            if not all(torch.equal(a, b) for a, b in zip(*results, strict=True)):
                 return False
         return True
     except (AttributeError, RuntimeError, TypeError):

@@ -84,7 +84,7 @@ def confusion_table(confusion: list[list[int]], labels: list) -> Table:
     table.add_column("true \\ pred")
     for label in labels:
         table.add_column(label_text(label), justify="right")
-    for i, (label, row) in enumerate(zip(labels, confusion)):
+    for i, (label, row) in enumerate(zip(labels, confusion, strict=True)):
         cells = [Text(str(v), style="bold green" if j == i else ("red" if v else "dim")) for j, v in enumerate(row)]
         table.add_row(label_text(label), *cells)
     return table

@@ -83,7 +83,7 @@ def pack_history(history: list[dict]) -> dict:
 def unpack_history(packed: dict) -> list[dict]:
     rows: list[dict[str, Any]] = []
     for values in packed["values"].tolist():
-        row: dict[str, Any] = {c: (None if math.isnan(v) else v) for c, v in zip(packed["columns"], values)}
+        row: dict[str, Any] = {c: (None if math.isnan(v) else v) for c, v in zip(packed["columns"], values, strict=True)}
         row["epoch"] = int(row["epoch"])
         rows.append(row)
     return rows

@@ -62,7 +62,7 @@ def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], 
     shared = None if key.startswith(DATA_KEYS) else load_dataset(configs[0])
     metric = TASKS[configs[0].task].main_metric
     result = SweepResult(key, metric, folder=base)
-    for index, (value, config) in enumerate(zip(values, configs)):
+    for index, (value, config) in enumerate(zip(values, configs, strict=True)):
         run_dir = base / f"{index:02d}-{folder_name(value)}"
         callback = callback_factory(value) if callback_factory else None
         try:

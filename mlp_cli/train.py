@@ -307,7 +307,7 @@ class Trainer:
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
         next_save = self.next_save
         epoch_started = time.perf_counter()
-        for step, (xb, yb) in zip(range(first, len(counts)), batches):
+        for step, (xb, yb) in zip(range(first, len(counts)), batches, strict=True):
             with cast:
                 out = model_outputs(net, xb, task)
             loss_sum = loss_fn(out.float(), yb)

@@ -110,7 +110,7 @@ class Preprocessor:
         block[np.flatnonzero(known), codes[known]] = 1.0
         unseen = int((~known & np.array([v is not None for v in values])).sum())
         if unseen:
-            examples = sorted({v for v, k in zip(values, known) if not k and v is not None})[:5]
+            examples = sorted({v for v, k in zip(values, known, strict=True) if not k and v is not None})[:5]
             warnings.warn(
                 f"{frame.origin}: {unseen} rows have a {column!r} category never seen in training "
                 f"({', '.join(map(repr, examples))}); they are encoded as all zeros",
@@ -137,7 +137,7 @@ class Preprocessor:
             codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
         if (codes < 0).any():
             values = label_values(frame.target, frame.origin, self.target)
-            unseen = sorted({v for v, c in zip(values, codes) if c < 0}, key=sort_key)
+            unseen = sorted({v for v, c in zip(values, codes, strict=True) if c < 0}, key=sort_key)
             first = np.flatnonzero(codes < 0)
             raise DataError(
                 f"{frame.origin}: target {self.target!r} has labels never seen in training: "

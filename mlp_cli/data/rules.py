@@ -128,7 +128,7 @@ def handle_missing(frame: Frame, policy: str) -> Frame:
 
 def impute_means(names: list[str], sums: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     """data.missing: mean. Each numeric column's training mean over its present values; a column with none gets 0."""
-    return {name: float(total / count) if count else 0.0 for name, total, count in zip(names, sums, counts)}
+    return {name: float(total / count) if count else 0.0 for name, total, count in zip(names, sums, counts, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------- scaling
