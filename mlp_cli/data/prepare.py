@@ -129,7 +129,7 @@ class Preprocessor:
             # Centre in float64 first: a target like 1e6 ± 0.05 would lose its variation in float32.
             assert self.target_scale is not None  # fitted together with target_mean
             return ((frame.target.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
-        assert self.labels is not None and self.target is not None  # a classification task is fitted with both
+        assert self.labels is not None  # a classification task is fitted with its labels
         codes = self._numeric_codes(frame.target)
         if codes is None:
             values = label_values(frame.target, frame.origin, self.target)

@@ -14,7 +14,7 @@ from mlp_cli.tasks import TASKS
 # ---------------------------------------------------------------------------------------------- labels
 
 
-def label_values(values: np.ndarray, origin: str, target: str) -> np.ndarray:
+def label_values(values: np.ndarray, origin: str, target: str | None) -> np.ndarray:
     """Raw target values as comparable Python values: integral numbers become ints, text and bools stay."""
     if values.dtype.kind == "f":
         finite = values[~np.isnan(values)]
