@@ -114,7 +114,7 @@ class Report:
         body = [(r.section, r.name, r.value, "" if r.ratio is None else f"{r.ratio:.3f}", r.target,
                  "" if r.ok is None else ("ok" if r.ok else "MISSED")) for r in self.rows]
         widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
-        fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
+        fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()  # noqa: E731
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
         return "\n".join([fmt(head), rule, *map(fmt, body)])
 
@@ -723,12 +723,12 @@ class Bench:
                 return epoch
 
             times = self.compare(w, {"1": at(1), str(cores): at(cores)}, reps, warmup=self._warmup(w))
-            biggest = max(a * b for a, b in zip([w.x.shape[1], *w.hidden], [*w.hidden, w.n_out]))
+            biggest = max(a * b for a, b in zip([w.x.shape[1], *w.hidden], [*w.hidden, w.n_out], strict=True))
             self.ratio_row("lev", f"2 threads {w.name} b{w.batch} (largest W {biggest:,}): 1 / {cores}", times, "1",
                            str(cores), fmt=fmt)
             # Paired rounds where N threads ran over 2x slower than 1: the signature of another process holding a
             # core while an OpenMP region waits for its second thread.
-            collapsed = sum(b > 2 * a for a, b in zip(times["1"], times[str(cores)]))
+            collapsed = sum(b > 2 * a for a, b in zip(times["1"], times[str(cores)], strict=True))
             if collapsed:
                 self.report.add("lev", f"  rounds where {cores} threads took > 2x the 1-thread epoch",
                                 f"{collapsed} of {len(times['1'])}")
@@ -958,7 +958,7 @@ def columnar_predictions_csv(checkpoint: Path, data_path: Path) -> bytes:
 def summary_history(run_dir: Path) -> list[dict]:
     lines = (run_dir / "metrics.csv").read_text().splitlines()
     columns = lines[0].split(",")
-    return [{c: float(v) if v else None for c, v in zip(columns, line.split(","))} for line in lines[1:]]
+    return [{c: float(v) if v else None for c, v in zip(columns, line.split(","), strict=True)} for line in lines[1:]]
 
 
 def machine_lines() -> list[str]:
@@ -967,7 +967,7 @@ def machine_lines() -> list[str]:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError):
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), cpu)
+        cpu = next((entry.split(":", 1)[1].strip() for entry in open("/proc/cpuinfo") if entry.startswith("model name")), cpu)
     return [
         f"machine: {platform.platform()}, {cpu}, {os.cpu_count()} CPUs ({cores} usable), "
         f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}",

@@ -31,7 +31,7 @@ def write_rows(path: Path, n: int, seed: int) -> Path:
     label = rng.integers(0, 4, n)
     x = rng.normal(size=(n, 8)) + label[:, None] * 0.7
     lines = [",".join([f"b{j}" for j in range(8)] + ["label"])]
-    lines += [",".join(f"{v:.5f}" for v in row) + f",c{c}" for row, c in zip(x, label)]
+    lines += [",".join(f"{v:.5f}" for v in row) + f",c{c}" for row, c in zip(x, label, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return path
 

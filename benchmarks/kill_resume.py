@@ -30,7 +30,7 @@ def write_data(folder: Path) -> Path:
     x = rng.normal(size=(30_000, 8))
     y = (x[:, 0] * x[:, 1] + np.sin(x[:, 2]) > 0).astype(int) + (x[:, 3] > 1).astype(int)
     lines = [",".join([f"x{j}" for j in range(8)] + ["label"])]
-    lines += [",".join(f"{v:.6f}" for v in row) + f",{label}" for row, label in zip(x, y)]
+    lines += [",".join(f"{v:.6f}" for v in row) + f",{label}" for row, label in zip(x, y, strict=True)]
     (folder / "t.csv").write_text("\n".join(lines) + "\n")
     config = folder / "c.yaml"
     config.write_text(

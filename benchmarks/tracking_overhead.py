@@ -30,7 +30,7 @@ def write_data(folder: Path, rows: int = 4000) -> Path:
     x = rng.normal(size=(rows, 8))
     y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1)
     lines = [",".join([*(f"f{i}" for i in range(8)), "label"])]
-    lines += [",".join([*(f"{v:.5f}" for v in row), str(label)]) for row, label in zip(x, y)]
+    lines += [",".join([*(f"{v:.5f}" for v in row), str(label)]) for row, label in zip(x, y, strict=True)]
     (folder / "data.csv").write_text("\n".join(lines) + "\n")
     return folder / "data.csv"
 

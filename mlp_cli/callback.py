@@ -68,3 +68,6 @@ class Callback:
     def on_diagnostics(self, rows: list[dict], title: str) -> None: ...
 
     def on_end(self, summary: dict) -> None: ...
+
+    def close(self) -> None:
+        """Release what the callback holds (a live display, a tracking run); the CLI calls it once training is over."""

@@ -13,7 +13,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.text import Text
 
 from mlp_cli import __version__
 from mlp_cli.errors import MLPError, MLPWarning, TrainingInterrupted
+
+if TYPE_CHECKING:
+    from mlp_cli.callback import Callback
 
 app = typer.Typer(
     name="mlp",
@@ -211,6 +214,7 @@ def train(
         from mlp_cli.files import HELD_ENV, FolderLock
 
         # The launcher holds the run directory's lock for the whole job; its ranks inherit it through the environment.
+        assert resolved.output_dir is not None  # load_config fills output_dir
         with FolderLock(Path(resolved.output_dir)) as lock:
             Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
             load_dataset(resolved)
@@ -225,7 +229,7 @@ def train(
     world = world_from_env(resolved)
     from mlp_cli.train import train as run_training
 
-    reporter = None
+    reporter: Callback | None = None
     if not quiet and not json_out and world.is_main:
         from mlp_cli.reporter import RichReporter
 
@@ -504,6 +508,7 @@ def sweep_command(
             err.print(f"  {row.params:,} params  train loss {row.train_loss:.4g}  test loss {row.test_loss:.4g}", highlight=False)
 
     result = sweep(config, key, values, list(override or []), overwrite=overwrite, callback_factory=announce, on_row=on_row)
+    assert result.folder is not None  # sweep() always names its folder
     if json_out:
         from mlp_cli.files import json_safe
 

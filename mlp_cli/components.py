@@ -7,6 +7,7 @@ objects are looked up only when a model or optimizer is built.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mlp_cli.tasks import TASKS as TASK_TABLE
 
@@ -88,7 +89,7 @@ def optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: fl
     """A torch optimizer; `fused` picks torch's single-kernel implementation where the build has one."""
     import torch
 
-    options = {"lr": lr, "weight_decay": weight_decay}
+    options: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     if fused:
         options["fused"] = True
     if name == "sgd":
@@ -181,7 +182,7 @@ def _fast_step_matches_torch() -> bool:
                 params = [t.clone().requires_grad_() for t in start]
                 opt = cls(params, lr=0.01, weight_decay=0.01, fused=True)
                 for i, step_grads in enumerate(grads):
-                    for p, g in zip(params, step_grads):
+                    for p, g in zip(params, step_grads, strict=True):
                         p.grad = g.clone()
                     if fast and i > 0:
                         fast_step_fn = _kernel_step(params, [opt.state[p] for p in params], opt.param_groups[0],
@@ -190,7 +191,7 @@ def _fast_step_matches_torch() -> bool:
                     else:
                         opt.step()
                 results.append([p.detach() for p in params] + [opt.state[p]["exp_avg_sq"] for p in params])
-            if not all(torch.equal(a, b) for a, b in zip(*results)):
+            if not all(torch.equal(a, b) for a, b in zip(*results, strict=True)):
                 return False
         return True
     except (AttributeError, RuntimeError, TypeError):

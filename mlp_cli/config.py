@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -97,7 +98,8 @@ class ModelConfig(_Section):
         default_factory=lambda: [64, 64],
         description="hidden widths; input width = number of features, output = classes (1 for binary/regression)",
     )
-    activation: Activation = Field("relu", description="non-linearity g after each hidden layer")
+    # Activation and LossName are Literals built from the component tables at run time, which mypy cannot evaluate: hence the ignores
+    activation: Activation = Field("relu", description="non-linearity g after each hidden layer")  # type: ignore[valid-type]
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout probability after each hidden activation")
     batch_norm: bool = Field(False, description="BatchNorm1d after each hidden Linear")
     init: Literal["default", "xavier", "kaiming"] = Field(
@@ -235,7 +237,7 @@ class Config(_Section):
     task: Task = Field(description="regression | binary | multiclass")
     data: DataConfig = Field(description="the table and its preparation")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
-    loss: Optional[LossName] = Field(
+    loss: Optional[LossName] = Field(  # type: ignore[valid-type]  # a run-time Literal, see activation above
         None, description="default by task: mse (regression), bce (binary), cross_entropy (multiclass); also mae, huber"
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="the optimization")
@@ -564,7 +566,7 @@ def _search_checks(raw: dict, located: _Located, origin: str) -> list[str]:
             continue  # the schema reports it
         problems.extend(f"{where}: search.space.{key}: {p}" for p in _range_problems(spec, search.get("sampler")))
         if spec["type"] == "categorical":
-            values = spec.get("choices") if isinstance(spec.get("choices"), list) else []
+            values = spec["choices"] if isinstance(spec.get("choices"), list) else []
         else:
             values = [spec[b] for b in ("low", "high") if isinstance(spec.get(b), (int, float)) and not isinstance(spec.get(b), bool)]
         whys = [(value, _value_problem(base, tuple(key.split(".")), value)) for value in values]
@@ -609,6 +611,7 @@ def _range_problems(spec: dict, sampler) -> list[str]:
     numbers = [v for v in (low, high) if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(numbers) < 2:
         return []  # the schema reports a missing or non-numeric bound
+    low, high = numbers  # the same two bounds, now known to be numbers
     problems = []
     if low >= high:
         problems.append(f"low {low!r} must be below high {high!r}")
@@ -644,7 +647,7 @@ def _value_problem(base: dict, parts: tuple, value) -> str | None:
     return None
 
 
-def _describe(error: dict, located: _Located, origin: str) -> str:
+def _describe(error: Mapping[str, Any], located: _Located, origin: str) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "int", "float", "bool", "list")))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     where = located.find(loc) or origin

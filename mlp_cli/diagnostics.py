@@ -93,6 +93,7 @@ class Diagnostics:
         return torch.tensor(float("nan"), device=act.device)
 
     def _write(self) -> None:
+        assert self.run_dir is not None  # called only when there is a run folder to write to
         write_csv(self.run_dir / "diagnostics.csv", COLUMNS, ([row[c] for c in COLUMNS] for row in self.rows), digits=6)
 
 

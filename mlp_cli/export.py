@@ -33,6 +33,10 @@ STREAM_ROWS = 200_000  # test rows read from a streaming run for the gate
 class Exportable(nn.Module):
     """The graph that is exported: raw encoded columns in, probabilities or target-unit predictions out."""
 
+    fill: torch.Tensor  # buffers registered in __init__, declared so type checkers see tensors
+    mean: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, model: nn.Sequential, prep: Preprocessor):
         super().__init__()
         self.net, self.task = model, prep.task

@@ -30,14 +30,14 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, ClassVar, cast
 
 from mlp_cli.errors import RunError
 
 try:
     import fcntl
 except ImportError:  # not on Windows: runs there are not locked
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None: FolderLock checks which
 
 TEMP_PREFIX = ".mlp-tmp-"
 LOCK_NAME = ".mlp.lock"
@@ -100,7 +100,7 @@ def _target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Call `write(file)` on a temporary file, then move it over `path`; on failure the old `path` is untouched.
 
     A FIFO or device at `path` is written directly as a stream instead."""
@@ -121,7 +121,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             recording = _Recording(handle)
-            write(recording)
+            write(cast(IO[bytes], recording))  # a file-like wrapper: it has every method torch.save and pyarrow call
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
@@ -142,12 +142,12 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
                 pass
 
 
-def _write_stream(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def _write_stream(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     recording = None
     try:
         with open(path, "wb") as handle:
             recording = _Recording(handle)
-            write(recording)
+            write(cast(IO[bytes], recording))  # a file-like wrapper: it has every method torch.save and pyarrow call
     except OSError as exc:
         raise RunError(f"could not write {path}: {exc.strerror or exc}") from None
     except RuntimeError:

@@ -72,7 +72,9 @@ class Accumulator:
 
 
 def predicted_classes(task: str, outputs: torch.Tensor) -> torch.Tensor:
-    return TASKS[task].predict(outputs)
+    predict = TASKS[task].predict
+    assert predict is not None, f"{task} has no classes to predict"
+    return predict(outputs)
 
 
 def regression_metrics(loss_sum: float, n: float, sse: float, sae: float, sy: float, syy: float) -> dict:
@@ -112,7 +114,7 @@ def classification_metrics(loss_sum: float, confusion: list[list[int]], labels: 
             recalls.append(recall)
     agree = sum(confusion[i][i] for i in range(k))
     accuracy = agree / n if n else math.nan
-    chance = sum(t * p for t, p in zip(true_counts, pred_counts)) / (n * n) if n else math.nan
+    chance = sum(t * p for t, p in zip(true_counts, pred_counts, strict=True)) / (n * n) if n else math.nan
     kappa = (accuracy - chance) / (1 - chance) if n and chance != 1 else math.nan
     return {
         "loss": loss_sum / n if n else math.nan,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch.nn as nn
 
 from mlp_cli.components import activation
@@ -33,7 +35,8 @@ def initialize(model: nn.Sequential, scheme: str, activation: str) -> None:
         return
     for layer in linear_layers(model):
         if scheme == "xavier":
-            gain = nn.init.calculate_gain(activation) if activation in ("tanh", "sigmoid", "relu", "leaky_relu") else 1.0
+            # cast: the `in` test below admits only names calculate_gain knows, which mypy cannot narrow to its Literal
+            gain = nn.init.calculate_gain(cast(Any, activation)) if activation in ("tanh", "sigmoid", "relu", "leaky_relu") else 1.0
             nn.init.xavier_uniform_(layer.weight, gain=gain)
         else:
             nn.init.kaiming_normal_(layer.weight, nonlinearity="leaky_relu" if activation == "leaky_relu" else "relu")

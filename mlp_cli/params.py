@@ -39,7 +39,7 @@ def count_layers(widths: list[int], batch_norm: bool = False) -> list[LayerCount
     """One LayerCount per Linear layer of a net with these widths, input first and output last."""
     layers = []
     last = len(widths) - 2
-    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):  # consecutive pairs: one fewer than widths
         norm = 2 * n_out if batch_norm and i < last else 0
         layers.append(LayerCount(n_in, n_out, n_in * n_out, n_out, norm))
     return layers

@@ -200,6 +200,7 @@ def _inputs_picture(plt, checkpoint_path: Path, out_dir: Path) -> Path | None:
         xs, ys = np.meshgrid(np.linspace(lo[0], hi[0], 250), np.linspace(lo[1], hi[1], 250))
         out = predict(np.c_[xs.ravel(), ys.ravel()])
         task = TASKS[config.task]
+        assert task.predict is not None  # a decision map is drawn for classification tasks only
         classes = task.predict(task.squeeze(out))
         k = len(prep.labels)
         ax.contourf(xs, ys, classes.numpy().reshape(xs.shape), alpha=0.25, cmap="coolwarm", levels=np.arange(k + 1) - 0.5, vmin=0, vmax=k - 1)

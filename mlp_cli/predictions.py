@@ -28,6 +28,7 @@ def prediction_table(task: str, labels: list | None, values: np.ndarray, rows: n
 
     if not TASKS[task].classes:
         return pa.table({"prediction": column(np.asarray(values, dtype=np.float64))})
+    assert labels is not None  # a classification checkpoint carries its labels
     probs = np.asarray(values, dtype=np.float64).reshape(len(rows), len(labels))
     names = np.array([label_text(label) for label in labels], dtype=object)
     table = {"prediction": column(names[probs.argmax(axis=1)] if len(rows) else np.array([], dtype=object))}

@@ -126,6 +126,7 @@ def predict_map(
             "blockysize": TILE, "compress": "deflate", "BIGTIFF": "IF_SAFER",
         }
         total, done, invalid = src.width * src.height, 0, 0
+        tmp: str | None
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{output.name}.", suffix=".tif", dir=output.parent)
         os.close(fd)
         try:
@@ -140,6 +141,7 @@ def predict_map(
                         with autocast(target_device, config.train.precision):
                             out = model_outputs(model, x, config.task).float().cpu()
                         flat = block.reshape(len(out_names), -1)
+                        assert frame.rows is not None  # Frame.__post_init__ fills rows
                         _fill(flat, frame.rows, out, prep, enc, confidence, proba)
                     dst.write(block, window=window)
                     invalid += int(bad.sum())
@@ -162,6 +164,7 @@ def _fill(flat: np.ndarray, rows: np.ndarray, out: torch.Tensor, prep: Preproces
         return
     probs, index = values, values.argmax(axis=1)
     top = probs[np.arange(len(index)), index]
+    assert enc.codes is not None  # a classification encoding maps every class to a code
     flat[0, rows] = enc.codes[index]
     band = 1
     if confidence:

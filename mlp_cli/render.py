@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -92,7 +93,7 @@ def confusion_table(confusion: list[list[int]], labels: list) -> Table:
     table.add_column("true \\ pred")
     for label in labels:
         table.add_column(Text(label_text(label)), justify="right")
-    for i, (label, row) in enumerate(zip(labels, confusion)):
+    for i, (label, row) in enumerate(zip(labels, confusion, strict=True)):
         cells = [Text(str(v), style="bold green" if j == i else ("red" if v else "dim")) for j, v in enumerate(row)]
         table.add_row(Text(label_text(label)), *cells)
     return table
@@ -163,6 +164,7 @@ def tune_table(result) -> Table:
     counts = ", ".join(f"{n} {state}" for state, n in result.counts().items() if n)
     title = f"study {result.study}: {result.direction} {result.metric} ({counts})"
     table = Table(title=Text(title), title_justify="left", box=None, pad_edge=False)
+    justify: JustifyMethod
     for name, justify in (("#", "right"), ("state", "left"), ("params", "left"), (result.metric, "right"), ("epochs", "right"), ("error", "left")):
         table.add_column(name, justify=justify)
     best = result.best.number if result.best is not None else None
@@ -171,6 +173,9 @@ def tune_table(result) -> Table:
         table.add_row(f"{mark}{row.number}", row.state.lower(), Text(_params_text(row.params)), fmt(row.value),
                       "-" if row.epochs is None else str(row.epochs), Text(row.error or ""),
                       style="bold" if row.number == best else None)
+    return table
+
+
 # ---------------------------------------------------------------------------------------------- explain
 
 
@@ -202,7 +207,7 @@ def importance_tables(result, source: str, width: int = 30) -> list[Table]:
     for rank, f in enumerate(result.features, start=1):
         share = f.importance / top if top > 0 and math.isfinite(f.importance) and f.importance > 0 else 0.0
         bar = Text("█" * round(share * width), style="cyan")
-        cells = [str(rank), Text(f.feature), fmt(f.importance), fmt(f.std), fmt(f.loss)]
+        cells: list[str | Text] = [str(rank), Text(f.feature), fmt(f.importance), fmt(f.std), fmt(f.loss)]
         if permutation:
             cells.append(fmt(f.loss_std))
         table.add_row(*cells, bar)

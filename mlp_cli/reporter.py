@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 from mlp_cli.render import describe_task, diagnostics_table, epoch_line, metrics_tables, params_table
@@ -18,7 +18,7 @@ class RichReporter(Callback):
         self.console = console
         self.final_tables = final_tables
         self.progress: Progress | None = None
-        self.task_id = None
+        self.task_id: TaskID | None = None
         self.info: RunInfo | None = None
 
     def on_start(self, info: RunInfo) -> None:
@@ -56,10 +56,12 @@ class RichReporter(Callback):
         if self.progress is None:
             return
         rate = f"{p.rows / p.seconds:,.0f}" if p.seconds > 0 else "-"
+        assert self.task_id is not None  # added together with the progress bar
         self.progress.update(self.task_id, completed=p.step, total=p.steps, epoch=f"{p.epoch}/{p.epochs}", rate=rate, loss=f"{p.running_loss:.4f}")
 
     def on_epoch(self, report: EpochReport) -> None:
         if self.progress is not None:
+            assert self.task_id is not None  # added together with the progress bar
             self.progress.update(self.task_id, completed=0, epoch=f"{report.epoch + 1}/{report.epochs}")
         self.console.print(epoch_line(report), highlight=False)
         if report.diagnostics:
@@ -72,6 +74,7 @@ class RichReporter(Callback):
         from mlp_cli.diagnostics import warnings_for
 
         self.console.print(diagnostics_table(rows, title))
+        assert self.info is not None  # on_start comes first
         for text in warnings_for(rows, self.info.config.model.activation):
             self.console.print(Text("warning: ", style="yellow") + Text(text), highlight=False)
 
@@ -82,6 +85,7 @@ class RichReporter(Callback):
         c.print(f"done in {summary['wall_seconds']:.1f}s, {best}; wrote {summary['run_dir']}/best.pt", highlight=False, markup=False)
         if not self.final_tables:
             return
+        assert self.info is not None  # on_start comes first
         task = self.info.config.task
         metrics = summary["test"] or summary["val"]
         if metrics is None:

@@ -112,7 +112,7 @@ class RunDir:
 def _feature_names(prep: dict) -> list[str] | None:
     if "features" not in prep:
         return None
-    names = []
+    names: list[str] = []
     for column in prep["features"]:
         if column in prep.get("categorical", {}):
             names.extend(f"{column}={category}" for category in prep["categorical"][column])

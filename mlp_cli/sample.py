@@ -71,7 +71,7 @@ def sample(raster: Path, labels: Path, output: Path, field: str | None = None) -
     _write(table, output)
     uniques, counts = np.unique(np.asarray(target_values, dtype=object).astype(str), return_counts=True)
     used = len(np.unique(ids)) if ids is not None else len(uniques)
-    return SampleReport(len(target_values), dict(zip(uniques.tolist(), counts.tolist())), used, report_features, invalid, table.column_names)
+    return SampleReport(len(target_values), dict(zip(uniques.tolist(), counts.tolist(), strict=True)), used, report_features, invalid, table.column_names)
 
 
 def _check_output(output: Path, raster: Path, labels: Path) -> None:
@@ -121,7 +121,7 @@ def _sample_vector(ds, raster: Path, labels: Path, field: str):
     if ds.crs is None and vector_crs is not None:
         raise DataError(f"{raster} has no CRS, so {labels} ({crs_text(vector_crs)}) cannot be placed on it; georeference the raster first")
     geoms, kept_values, kept_ids = [], [], []
-    for fid, value, wkb in zip(fids, values, wkbs):
+    for fid, value, wkb in zip(fids, values, wkbs, strict=True):
         if wkb is None or value is None:
             continue  # no geometry or no label: nothing to learn from
         geom = parse_wkb(wkb)

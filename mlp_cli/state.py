@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -80,9 +81,9 @@ def pack_history(history: list[dict]) -> dict:
 
 
 def unpack_history(packed: dict) -> list[dict]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for values in packed["values"].tolist():
-        row = {c: (None if math.isnan(v) else v) for c, v in zip(packed["columns"], values)}
+        row: dict[str, Any] = {c: (None if math.isnan(v) else v) for c, v in zip(packed["columns"], values, strict=True)}
         row["epoch"] = int(row["epoch"])
         rows.append(row)
     return rows

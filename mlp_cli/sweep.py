@@ -49,6 +49,7 @@ def sweep(config_path: Path, key: str, values: list[str], overrides: list[str], 
     if not values:
         raise RunError(f"mlp sweep needs at least one value for {key}")
     configs: list[Config] = [load_config(config_path, [*overrides, f"{key}={value}"]) for value in values]
+    assert configs[0].output_dir is not None  # load_config fills output_dir
     out = Path(configs[0].output_dir)
     if out.exists() and not out.is_dir():
         raise RunError(f"output_dir {out} is a file, not a folder")
@@ -78,7 +79,7 @@ def _sweep_locked(base: Path, key: str, values: list[str], configs: list[Config]
             raise RunError(f"cannot remove the old sweep's {item}: {exc.strerror or exc}") from None
     metric = TASKS[configs[0].task].main_metric
     result = SweepResult(key, metric, folder=base)
-    for index, (value, config) in enumerate(zip(values, configs)):
+    for index, (value, config) in enumerate(zip(values, configs, strict=True)):
         run_dir = base / f"{index:02d}-{folder_name(value)}"
         callback = callback_factory(value) if callback_factory else None
         data = shared if shared is not None else (first if index == 0 else None)
@@ -106,6 +107,7 @@ def write_csv(result: SweepResult) -> None:
     columns = ["value", "params", "epochs", "train_loss", "test_loss", f"train_{result.metric}", f"test_{result.metric}", "run_dir"]
     rows = ([row.value, row.params, row.epochs, row.train_loss, row.test_loss, row.train_metric, row.test_metric, row.run_dir]
             for row in result.rows)
+    assert result.folder is not None  # sweep() names the folder before any row exists
     files.write_csv(result.folder / "sweep.csv", columns, rows, digits=6)
 
 

@@ -80,7 +80,10 @@ class Task:
 
     def width(self, labels: list | None) -> int:
         """Output width for a training set with these labels."""
-        return 1 if self.one_output else len(labels)
+        if self.one_output:
+            return 1
+        assert labels is not None, "a task with one output per class is trained with its labels"
+        return len(labels)
 
     @property
     def metrics_kind(self) -> str:

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -34,6 +35,9 @@ from mlp_cli.model import build_model, forward_chain, widths
 from mlp_cli.rundir import RUN_FILES, RunDir
 from mlp_cli.signals import SignalHandlers, StopFlag
 from mlp_cli.state import TrainState, pack_history, unpack_history
+
+if TYPE_CHECKING:
+    from mlp_cli.diagnostics import Diagnostics
 
 __all__ = [
     "RUN_FILES", "Callback", "EpochReport", "Levers", "Progress", "RunInfo", "StopFlag", "TrainState", "Trainer",
@@ -74,7 +78,7 @@ class Trainer:
         levers: Levers | None = None,
     ):
         self.config = config
-        self.run_dir = Path(run_dir if run_dir is not None else config.output_dir)
+        self.run_dir = Path(run_dir if run_dir is not None else cast(str, config.output_dir))  # load_config fills output_dir
         self.rundir = RunDir(self.run_dir, config, resume=resume, overwrite=overwrite)
         self.callback = callback or Callback()
         self.world = world or World()
@@ -88,12 +92,12 @@ class Trainer:
         # Set by setup():
         self.device: torch.device | None = None
         self.model: torch.nn.Sequential | None = None
-        self.net = None  # the model as trained: wrapped for DDP and/or compiled
-        self.loss_fn = None
-        self.optimizer = None
-        self.scheduler = None
+        self.net: torch.nn.Module | None = None  # the model as trained: wrapped for DDP and/or compiled
+        self.loss_fn: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
         self.generator: torch.Generator | None = None
-        self.diagnostics = None
+        self.diagnostics: Diagnostics | None = None
         self.total_params = 0
         self.started = 0.0  # perf_counter at setup; this session's wall time counts from here
         self.next_save = math.inf  # perf_counter at which the next mid-epoch last.pt is due
@@ -191,6 +195,7 @@ class Trainer:
         if stored is not None:
             self._restore(stored)
         if self.stop:  # the last moment at which nothing on disk has changed
+            assert self.stop.signum is not None  # a StopFlag is true only once a signal set it
             raise TrainingInterrupted(
                 f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
                 self.stop.signum,
@@ -236,11 +241,13 @@ class Trainer:
         return net
 
     def _diagnostic_batch(self):
+        assert self.data is not None, "called from setup() once the data exist"
         train = self.data.train
         return train.head(min(len(train), max(self.config.train.batch_size, 256)))
 
     def _loop(self) -> None:
         tcfg = self.config.train
+        assert self.data is not None, "call setup() first"
         while self.state.epoch < tcfg.epochs:
             # Checked before each epoch, so a resumed run that had already stopped early stays stopped.
             if tcfg.early_stopping and self.data.val is not None and self.state.bad_epochs >= tcfg.early_stopping:
@@ -260,10 +267,13 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training rows; returns the mean training loss (read once, at the end)."""
+        assert self.data is not None and self.model is not None and self.net is not None and self.loss_fn is not None, "call setup() first"
+        assert self.optimizer is not None and self.generator is not None and self.device is not None, "call setup() first"
         tcfg, train, world = self.config.train, self.data.train, self.world
         n, batch = len(train), tcfg.batch_size
         resuming_mid_epoch = self.state.step > 0
         if resuming_mid_epoch:
+            assert self.state.epoch_generator_state is not None  # saved with every mid-epoch last.pt
             self.generator.set_state(self.state.epoch_generator_state)
         self.state.epoch_generator_state = self.generator.get_state()
         if isinstance(train, Split):
@@ -284,6 +294,7 @@ class Trainer:
         first = self.state.step
         step_losses = torch.zeros(len(counts), dtype=torch.float32, device=self.device)
         if resuming_mid_epoch and world.is_main:  # saved losses are sums over ranks; rank 0 carries them
+            assert self.state.partial_losses is not None  # saved with every mid-epoch last.pt
             step_losses.copy_(self.state.partial_losses.to(self.device))
         # Each step's loss sum stays on the device: appended to a short list (cheaper than writing into a
         # tensor every step) and moved into step_losses whenever losses are read, a few times a second.
@@ -313,7 +324,7 @@ class Trainer:
         next_tick = time.perf_counter() + PROGRESS_EVERY_S
         next_save = self.next_save
         epoch_started = time.perf_counter()
-        for step, (xb, yb) in zip(range(first, len(counts)), batches):
+        for step, (xb, yb) in zip(range(first, len(counts)), batches, strict=True):
             with cast:
                 out = model_outputs(net, xb, task)
             loss_sum = loss_fn(out.float(), yb)
@@ -388,6 +399,7 @@ class Trainer:
     def end_epoch(self, epoch: int, train_loss: float, seconds: float) -> EpochReport:
         """Validate, keep the best weights, step the scheduler, write best.pt, metrics.csv and last.pt."""
         cfg, state = self.config, self.state
+        assert self.data is not None and self.model is not None and self.optimizer is not None, "call setup() first"
         val = None
         if self.data.val is not None:
             val = self.evaluate(self.data.val)
@@ -414,6 +426,7 @@ class Trainer:
             diagnostics = self.diagnostics.measure(self._diagnostic_batch(), self.loss_fn, epoch=epoch)
         if self.world.is_main:
             if improved and self.data.val is not None:
+                assert self.best_state is not None  # an improved epoch has just stored its weights
                 checkpoint.save(self.run_dir / "best.pt", self.payload(self.best_state, epoch, {"val": val}, kind="best"))
             self.rundir.write_metrics(state.history)
             self.save_last()
@@ -424,6 +437,7 @@ class Trainer:
         """Loss and metrics of the current model on `split` (all ranks' rows under torchrun)."""
         from mlp_cli.metrics import Accumulator
 
+        assert self.data is not None and self.model is not None, "call setup() first"
         prep = self.data.prep
         acc = Accumulator.for_task(self.config.task, prep, self.device)
         if self.world.size > 1:
@@ -437,12 +451,14 @@ class Trainer:
 
     def payload(self, model_state: dict, epoch: int, metrics: dict, kind: str, **extra) -> dict:
         """A checkpoint of this run holding `model_state`."""
+        assert self.data is not None, "call setup() first"
         return checkpoint.payload(self.config, model_state, self.data.prep, kind=kind, epoch=epoch, metrics=metrics, **extra)
 
     def save_last(self) -> None:
         """last.pt: the model and everything a resume needs to continue bit for bit (main rank only)."""
         if not self.world.is_main:
             return
+        assert self.model is not None and self.generator is not None and self.device is not None, "call setup() first"
         train_state = self.state.to_dict(
             optimizer=self.optimizer, scheduler=self.scheduler, generator=self.generator, device=self.device,
             best_state=self.best_state, elapsed=time.perf_counter() - self.started,
@@ -454,6 +470,7 @@ class Trainer:
         )
 
     def _restore(self, stored: dict) -> None:
+        assert self.model is not None and self.generator is not None, "called from setup() once these exist"
         self.model.load_state_dict(stored["model_state"])
         self.state, best_state = TrainState.from_dict(
             stored["train_state"], optimizer=self.optimizer, scheduler=self.scheduler, generator=self.generator
@@ -464,6 +481,7 @@ class Trainer:
     def finish(self) -> dict:
         """Keep the best weights, evaluate every split and the baselines, write best.pt and summary.json."""
         cfg, state = self.config, self.state
+        assert self.data is not None and self.model is not None and self.device is not None, "call setup() first"
         if self.best_state is not None and self.data.val is not None:
             self.model.load_state_dict(self.best_state)
         else:

@@ -112,6 +112,7 @@ class Space:
             elif spec.type == "int":
                 grid[key] = list(range(spec.low, spec.high + 1, spec.step))
             else:  # validation guarantees a step for grid floats
+                assert spec.step is not None
                 count = math.floor((spec.high - spec.low) / spec.step + 1e-9) + 1
                 grid[key] = [spec.low + i * spec.step for i in range(count)]
         return grid
@@ -148,6 +149,7 @@ def trial_config(base: Config, params: dict, output_dir: Path, threads: int | No
 def storage_url(config: Config, storage: str | None) -> str:
     if storage:
         return storage
+    assert config.output_dir is not None  # load_config fills output_dir
     return f"sqlite:///{Path(config.output_dir).resolve() / 'study.db'}"
 
 
@@ -326,6 +328,7 @@ class TrialLoop:
                  on_trial: Callable[[TrialRow], None] | None = None):
         self.config, self.study, self.space, self.folder = config, study, space, folder
         self.seed = seed
+        assert config.search is not None  # mlp tune refused a config without search before any trial
         self.metric = config.search.metric
         self.threads = threads
         self.on_trial = on_trial or (lambda row: None)
@@ -359,6 +362,7 @@ class TrialLoop:
 
         trial = self.study.ask()
         self.ran += 1
+        assert self.config.search is not None  # mlp tune refused a config without search before any trial
         if self.config.search.sampler != "grid":  # draws happen at suggest time, with this trial's own seed
             self.study.sampler = make_sampler(self.config.search, self.space, sampler_seed(self.seed, trial.number))
         run_dir = self.folder / "trials" / str(trial.number)
@@ -433,7 +437,7 @@ def tune(config_path: Path, *, trials: int | None = None, storage: str | None = 
     if workers == 1:
         from mlp_cli.train import StopFlag  # this process trains: training checks the same flag after every step
 
-        stop = StopFlag()
+        stop: StopFlag | _Signalled = StopFlag()
     else:
         stop = _Signalled()  # this process only waits for its workers, and needs no torch
     with _Stop(stop):  # from here on a Ctrl-C only sets the flag, which every step below checks
@@ -464,6 +468,7 @@ def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, st
     if workers < 1:
         raise RunError("--workers must be at least 1")
     n_trials = trials if trials is not None else search.trials
+    assert config.output_dir is not None  # load_config fills output_dir
     folder = Path(config.output_dir)
     try:
         (folder / "trials").mkdir(parents=True, exist_ok=True)
@@ -507,6 +512,7 @@ def finish(result: TuneResult, config: Config, storage, space: Space) -> TuneRes
     """Every trial of the study as rows, and best_config.yaml from the best one."""
     optuna = import_optuna()
     study = optuna.load_study(study_name=result.study, storage=storage)
+    assert config.search is not None  # mlp tune refused a config without search before any trial
     for trial in study.get_trials(deepcopy=False):
         params = {k: space.decode(k, v) if k in config.search.space else v for k, v in trial.params.items()}
         value = trial.value if trial.state.name == "COMPLETE" else None
@@ -608,6 +614,7 @@ def _worker(config_path, url, name, index, tickets, events, seed, quiet, threads
         if quiet:
             warnings.simplefilter("ignore")
         config = load_config(config_path)
+        assert config.search is not None and config.output_dir is not None  # the parent checked this config's search
         space = Space(config.search)
         study = optuna.load_study(study_name=name, storage=open_storage(url),
                                   sampler=make_sampler(config.search, space, seed),

@@ -69,7 +69,7 @@ def test_diagnostics_numbers_match_a_direct_computation():
     z3 = l3(h2)
     loss = torch.nn.functional.cross_entropy(z3, y)
     grads = torch.autograd.grad(loss, [l1.weight, l2.weight, l3.weight, z1, z2, z3])
-    for i, (row, layer, act) in enumerate(zip(rows, (l1, l2, l3), (h1, h2, z3))):
+    for i, (row, layer, act) in enumerate(zip(rows, (l1, l2, l3), (h1, h2, z3), strict=True)):
         assert row["grad_norm"] == pytest.approx(grads[i].norm().item(), rel=1e-5)
         assert row["grad_weight_ratio"] == pytest.approx((grads[i].norm() / layer.weight.norm()).item(), rel=1e-5)
         assert row["backprop_norm"] == pytest.approx(grads[3 + i].norm().item(), rel=1e-5)

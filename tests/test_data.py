@@ -49,7 +49,7 @@ def numeric_rows(n: int, seed: int = 0, k: int = 3) -> np.ndarray:
 
 def classification_file(tmp_path: Path, labels: list, n_per_class: int | list[int] = 20, seed: int = 0, name="t.csv"):
     counts = n_per_class if isinstance(n_per_class, list) else [n_per_class] * len(labels)
-    y = [label for label, count in zip(labels, counts) for _ in range(count)]
+    y = [label for label, count in zip(labels, counts, strict=True) for _ in range(count)]
     order = np.random.default_rng(seed).permutation(len(y))
     y = [y[i] for i in order]
     x = numeric_rows(len(y), seed)

@@ -334,7 +334,7 @@ def test_column_names_are_not_markup(tmp_path):
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(list(columns))
-        writer.writerows(zip(*columns.values()))
+        writer.writerows(zip(*columns.values(), strict=True))
     checkpoint = _train(tmp_path, {"task": "binary", "data": {"train": "odd.csv", "target": "label"}, "model": {"hidden": [4]},
                                    "train": {"epochs": 2}})
     result = invoke("explain", checkpoint, "-o", tmp_path / "imp.csv")

@@ -98,7 +98,7 @@ def test_predict_onnx_gives_the_checkpoints_csv(exported, tmp_path, task):
     # The gate's own derived bound (see mlp_cli.export.logit_bound) plus the CSV's last printed digit.
     tolerance = report(case)["tolerance"]["max"] + CSV_ROUNDING
     numbers = want[0][1:] if task != "regression" else want[0]
-    for w, g in zip(want[1:], got[1:]):
+    for w, g in zip(want[1:], got[1:], strict=True):
         if task != "regression":
             assert g[0] == w[0]  # the predicted label itself, in the user's spelling
         for j in range(len(want[0]) - len(numbers), len(want[0])):

@@ -47,7 +47,7 @@ def test_every_written_csv_keeps_awkward_labels_and_paths(invoke, tmp_path):
     with open(tmp_path / "t.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["f0", "f1", "f2", "label"])
-        writer.writerows([*row, label] for row, label in zip(x.tolist(), labels))
+        writer.writerows([*row, label] for row, label in zip(x.tolist(), labels, strict=True))
     out = tmp_path / 'we"ird, out\nput'
     config = write_config(tmp_path / "c.yaml", {
         "task": "multiclass",

@@ -12,7 +12,7 @@ from mlp_cli.metrics import Accumulator
 
 def accumulate(task, n_classes, outputs, targets, chunks=3):
     acc = Accumulator(task, n_classes, "cpu")
-    for out, y in zip(torch.tensor_split(outputs, chunks), torch.tensor_split(targets, chunks)):
+    for out, y in zip(torch.tensor_split(outputs, chunks), torch.tensor_split(targets, chunks), strict=True):
         acc.update(out, y, torch.tensor(0.0))
     return acc
 

@@ -25,7 +25,8 @@ def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scene")
     raster = write_scene(folder / "scene.tif")
     labels = write_polygons(folder / "labels.geojson")
-    run = lambda *args: CliRunner().invoke(app, [str(a) for a in args])
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
     assert run("sample", raster, labels, "-o", folder / "t.csv", "--field", "landuse").exit_code == 0
     import pyarrow as pa
     import pyarrow.compute as pc

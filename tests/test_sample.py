@@ -43,13 +43,13 @@ def test_one_row_per_labelled_valid_pixel_with_reprojected_polygons(invoke, scen
     rows = np.round((ORIGIN[1] - np.asarray(table["y"])) / PIXEL - 0.5).astype(int)
     # x, y are pixel centres: exactly half a pixel inside the pixel's corner
     np.testing.assert_allclose(np.asarray(table["x"]), ORIGIN[0] + (cols + 0.5) * PIXEL)
-    got = {(r, c): label for r, c, label in zip(rows, cols, table["landuse"].to_pylist())}
+    got = {(r, c): label for r, c, label in zip(rows, cols, table["landuse"].to_pylist(), strict=True)}
     assert got == want  # the band-2-only nodata pixel and the NaN pixel are both gone
     assert len(got) == table.num_rows
     np.testing.assert_array_equal(np.asarray(table["nir"]), values[2][rows, cols])
     # polygon = the feature id; every rectangle's pixels share one id and no two rectangles share one
     ids = np.asarray(table["polygon"])
-    for label, (c0, r0, c1, r1) in RECTANGLES:
+    for _label, (c0, r0, c1, r1) in RECTANGLES:
         inside = (cols >= c0) & (cols < c1) & (rows >= r0) & (rows < r1)
         assert len(np.unique(ids[inside])) == 1
     assert len(np.unique(ids)) == len(RECTANGLES)
@@ -73,7 +73,7 @@ def test_label_raster_on_the_same_grid_and_csv_output(invoke, scene, tmp_path):
 
     table = pacsv.read_csv(tmp_path / "t.csv")
     assert table.column_names == ["blue", "green", "nir", "cover", "x", "y"]
-    counts = dict(zip(*np.unique(np.asarray(table["cover"]), return_counts=True)))
+    counts = dict(zip(*np.unique(np.asarray(table["cover"]), return_counts=True), strict=True))
     assert counts == {3: 12 - 1, 7: 20}  # (2, 3) has nodata in band 2
 
 

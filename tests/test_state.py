@@ -49,6 +49,6 @@ def test_to_dict_from_dict_round_trip_through_torch_save():
     assert torch.equal(generator2.get_state(), generator.get_state())
     assert torch.equal(torch.rand(3), expected_draw)
     assert scheduler2.state_dict() == scheduler.state_dict()
-    for a, b in zip(optimizer2.state_dict()["state"].values(), optimizer.state_dict()["state"].values()):
+    for a, b in zip(optimizer2.state_dict()["state"].values(), optimizer.state_dict()["state"].values(), strict=True):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(best[k], model.state_dict()[k]) for k in best)

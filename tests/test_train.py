@@ -18,7 +18,7 @@ def test_fast_step_is_bit_identical_to_torch_optim(cls, decay):
         opt = cls(params, lr=0.003, weight_decay=decay, fused=True)
         step = None
         for i, g in enumerate(grads):
-            for p, gi in zip(params, g):
+            for p, gi in zip(params, g, strict=True):
                 p.grad = gi.clone()
             if fast and step is not None:
                 step()
@@ -29,7 +29,7 @@ def test_fast_step_is_bit_identical_to_torch_optim(cls, decay):
                 opt.param_groups[0]["lr"] = 0.001  # a scheduler changing lr mid-run is seen
         final.append((params, opt.state_dict()))
     (a, sa), (b, sb) = final
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     for key in sa["state"]:
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(sa["state"][key][name], sb["state"][key][name])
@@ -85,7 +85,7 @@ def test_one_epoch_equals_a_hand_written_loop(multiclass_config):
             opt.zero_grad()
             loss.backward()
             opt.step()
-    for ours, theirs in zip(trainer.model.parameters(), model.parameters()):
+    for ours, theirs in zip(trainer.model.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 

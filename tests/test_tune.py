@@ -230,3 +230,19 @@ def test_help_imports_neither_torch_nor_optuna():
     code = "import sys\nfrom mlp_cli.cli import app\nprint('optuna' in sys.modules, 'torch' in sys.modules)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_the_trials_table_lists_every_trial_and_marks_the_best():
+    # A merge once dropped tune_table's `return`: `mlp tune` then printed "None" instead of the table.
+    from rich.console import Console
+
+    from mlp_cli.render import tune_table
+    from mlp_cli.tune import TrialRow, TuneResult
+
+    rows = [TrialRow(0, "COMPLETE", {"train.lr": 0.01}, 0.5, 3, None, "trials/0"),
+            TrialRow(1, "FAIL", {"train.lr": 9.0}, None, None, "loss diverged", "trials/1")]
+    result = TuneResult("s", "sqlite:///x.db", "accuracy", "maximize", Path("."), rows, best=rows[0])
+    console = Console(record=True, width=200)
+    console.print(tune_table(result))
+    text = console.export_text()
+    assert "*0" in text and "complete" in text and "loss diverged" in text and "1 complete, 1 fail" in text

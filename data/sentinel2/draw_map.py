@@ -35,7 +35,7 @@ def draw(scene: str, map_path: str, out: str) -> None:
     axes[0].set_title("Sentinel-2 L1C T33UUU, 2017-02-16 (B04, B03, B02)")
     axes[1].imshow(classes, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(labels) - 0.5, interpolation="nearest")
     axes[1].set_title("mlp predict: land use (MLP 64-64 on 13 bands, trained on OSM polygons)")
-    axes[1].legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, labels)], loc="lower left", ncol=4, fontsize=8)
+    axes[1].legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, labels, strict=True)], loc="lower left", ncol=4, fontsize=8)
     if confidence is not None:
         shown = axes[2].imshow(confidence, cmap="viridis", vmin=0, vmax=100)
         axes[2].set_title("--confidence: top class probability x 100")

@@ -22,9 +22,10 @@ def load_dataset(config: Config) -> Dataset:
     train_frame, test_frame, features = read_frames(config)
     parts = split_frames(config, train_frame, test_frame)
     del train_frame, test_frame  # the splits own their rows now; let the full table go
+    assert parts["train"] is not None  # split_frames always returns the training rows
     prep, x_train = fit(config, parts["train"], features)
     train = to_split(prep, parts["train"], x_train)
-    val, test = (to_split(prep, parts[name]) if parts[name] is not None else None for name in ("val", "test"))
+    val, test = (to_split(prep, part) if (part := parts[name]) is not None else None for name in ("val", "test"))
     return Dataset(train, val, test, prep)
 
 
@@ -35,6 +36,7 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
 
         frame = generate(data.synthetic, config.task)
         return frame, None, list(frame.numeric_names)
+    assert data.train is not None and data.target is not None  # load_config requires both unless data.synthetic
     train_path = Path(data.train)
     text = TextFormat.of(data)
     wanted = data.features

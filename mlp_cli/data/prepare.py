@@ -53,7 +53,7 @@ class Preprocessor:
 
     @property
     def feature_names(self) -> list[str]:
-        names = []
+        names: list[str] = []
         for column in self.features:
             if column in self.categorical:
                 names.extend(f"{column}={category}" for category in self.categorical[column])
@@ -112,7 +112,7 @@ class Preprocessor:
         block[np.flatnonzero(known), codes[known]] = 1.0
         unseen = int((~known & np.array([v is not None for v in values])).sum())
         if unseen:
-            examples = sorted({v for v, k in zip(values, known) if not k and v is not None})[:5]
+            examples = sorted({v for v, k in zip(values, known, strict=True) if not k and v is not None})[:5]
             warnings.warn(
                 f"{frame.origin}: {unseen} rows have a {column!r} category never seen in training "
                 f"({', '.join(map(repr, examples))}); they are encoded as all zeros",
@@ -129,7 +129,9 @@ class Preprocessor:
             if self.target_mean is None:
                 return frame.target.astype(np.float32)
             # Centre in float64 first: a target like 1e6 ± 0.05 would lose its variation in float32.
+            assert self.target_scale is not None  # fitted together with target_mean
             return ((frame.target.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
+        assert self.labels is not None  # a classification task is fitted with its labels
         codes = self._numeric_codes(frame.target)
         if codes is None:
             values = label_values(frame.target, frame.origin, self.target)
@@ -137,7 +139,7 @@ class Preprocessor:
             codes = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
         if (codes < 0).any():
             values = label_values(frame.target, frame.origin, self.target)
-            unseen = sorted({v for v, c in zip(values, codes) if c < 0}, key=sort_key)
+            unseen = sorted({v for v, c in zip(values, codes, strict=True) if c < 0}, key=sort_key)
             first = np.flatnonzero(codes < 0)
             raise DataError(
                 f"{frame.origin}: target {self.target!r} has labels never seen in training: "
@@ -147,6 +149,7 @@ class Preprocessor:
 
     def _numeric_codes(self, target: np.ndarray) -> np.ndarray | None:
         """Vectorized label lookup for integer labels read as numbers (the common case, and the streaming hot path)."""
+        assert self.labels is not None  # a classification task is fitted with its labels
         if target.dtype.kind != "f" or not all(type(label) is int for label in self.labels):
             return None
         known = np.asarray(self.labels, dtype=np.float64)
@@ -209,13 +212,14 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         move = lambda split: None if split is None else split.to(device)  # noqa: E731
-        return Dataset(move(self.train), move(self.val), move(self.test), self.prep)
+        return Dataset(self.train.to(device), move(self.val), move(self.test), self.prep)
 
 
 def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
     import torch
 
     x = prep.inputs(frame) if x is None else x
+    assert frame.rows is not None  # Frame.__post_init__ fills rows
     return Split(torch.from_numpy(x), torch.from_numpy(prep.targets(frame)), frame.rows)
 
 
@@ -232,7 +236,7 @@ def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int,
         k = min(max(int(round(n * fraction)), 1), n - 1)
         return np.sort(order[k:]), np.sort(order[:k])
     held = []
-    largest = None
+    largest: np.ndarray | None = None
     for value in np.unique(strata):
         members = np.flatnonzero(strata == value)
         rng.shuffle(members)
@@ -240,6 +244,7 @@ def split_indices(strata: np.ndarray | None, n: int, fraction: float, seed: int,
         held.append(members[:k])
         if largest is None or len(members) > len(largest):
             largest = members
+    assert largest is not None  # np.unique of a non-empty strata array gives at least one class
     if not sum(len(h) for h in held) and len(largest) > 1:
         # Per-class rounding gave nothing; a split that was asked for gets at least one row.
         held.append(largest[:1])
@@ -254,6 +259,7 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
     if TASKS[config.task].classes:
         labels = frame_labels(config, train)
         lookup = {label: i for i, label in enumerate(labels)}
+        assert train.target is not None  # frame_labels has just read the labels from it
         strata = np.array([lookup[v] for v in label_values(train.target, train.origin, data.target or "label")])
     else:
         check_regression_target(train, data.target)
@@ -281,6 +287,7 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
 
 def group_values(config: Config, frame: Frame) -> np.ndarray:
     """The data.group column for the frame's rows (read on its own: it is not a feature)."""
+    assert config.data.train is not None and config.data.group is not None  # called only for a data.group of a file
     column = read_table(Path(config.data.train), [config.data.group], text=TextFormat.of(config.data)).column(config.data.group)
     values = np.asarray(column.to_pylist(), dtype=object)[frame.rows]
     missing = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
@@ -313,6 +320,7 @@ def fit(config: Config, train: Frame, features: list[str]) -> tuple[Preprocessor
         x -= np.asarray(prep.mean, dtype=np.float32)
         x /= np.asarray(prep.scale, dtype=np.float32)
     if standardizes_target(config.task, data.standardize_target):
+        assert train.target is not None  # the training frame is always read with its target
         y = train.target.astype(np.float64)
         prep.target_mean, prep.target_scale = target_scaling(y.mean(), y.std())
     return prep, x

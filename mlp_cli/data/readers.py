@@ -8,6 +8,7 @@ import csv
 import difflib
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,7 +87,7 @@ class Reader:
         """Column names without reading the data."""
         raise NotImplementedError
 
-    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+    def table(self, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
         """The file as a pyarrow Table; a reader may parse `float_columns` straight to float32."""
         raise NotImplementedError
 
@@ -198,7 +199,7 @@ class CsvReader(Reader):
         encoding = self.dialect()[0]
         try:
             with pa.input_stream(str(self.path), compression="detect") as stream:
-                reader = codecs.getreader("utf-8-sig" if encoding == "utf-8" else encoding)(stream, errors="replace")
+                reader = codecs.getreader("utf-8-sig" if encoding == "utf-8" else encoding)(stream, "replace")  # errors="replace"
                 for number, line in enumerate(reader, start=1):
                     if line.rstrip("\r\n") == text:
                         return number
@@ -232,7 +233,7 @@ class CsvReader(Reader):
             strings_can_be_null=False,
         )
 
-    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+    def table(self, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
@@ -290,7 +291,7 @@ class ParquetReader(Reader):
         except Exception as exc:  # pyarrow raises several types for a corrupt file
             raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
 
-    def table(self, columns: list[str] | None = None, float_columns: list[str] = ()):
+    def table(self, columns: list[str] | None = None, float_columns: Sequence[str] = ()):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -312,7 +313,7 @@ class ParquetReader(Reader):
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise DataError(f"{self.path}: not a readable Parquet file: {exc}") from None
 
-    def row_group(self, group: int, columns: list[str], metadata=None):
+    def row_group(self, group: int, columns: list[str] | None, metadata=None):
         """One row group of this file as a Table; the file is opened for this read only."""
         import pyarrow.parquet as pq
 
@@ -395,7 +396,7 @@ def header(path: Path, text: TextFormat | None = None) -> list[str]:
     return reader_for(path, text).columns()
 
 
-def read_table(path: Path, columns: list[str] | None = None, float_columns: list[str] = (), text: TextFormat | None = None):
+def read_table(path: Path, columns: list[str] | None = None, float_columns: Sequence[str] = (), text: TextFormat | None = None):
     """The file as a pyarrow Table; `float_columns` are parsed straight to float32 (fast path, half the memory)."""
     return reader_for(path, text).table(columns, float_columns)
 
@@ -434,9 +435,11 @@ class Frame:
             self.n_source = len(self.rows)
 
     def __len__(self) -> int:
+        assert self.rows is not None  # __post_init__ fills rows
         return len(self.rows)
 
     def take(self, index: np.ndarray) -> "Frame":
+        assert self.rows is not None  # __post_init__ fills rows
         return Frame(
             self.origin,
             self.kind,
@@ -449,6 +452,7 @@ class Frame:
         )
 
     def rows_text(self, positions: np.ndarray) -> str:
+        assert self.rows is not None  # __post_init__ fills rows
         return _rows_text(self.origin, self.kind, self.rows[positions])
 
 
@@ -478,7 +482,7 @@ def load_frame(
         raise DataError(f"{path}: no feature columns left besides the target {target!r}")
     has_target = target is not None and target in names
     numeric_names = [f for f in features if f not in categorical]
-    columns = features + ([target] if has_target else [])
+    columns = features + ([target] if target is not None and has_target else [])
     table = reader.table(columns, float_columns=numeric_names)
     for note in reader.notes():
         warnings.warn(note, MLPWarning, stacklevel=2)

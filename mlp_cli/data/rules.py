@@ -15,7 +15,7 @@ from mlp_cli.tasks import TASKS
 # ---------------------------------------------------------------------------------------------- labels
 
 
-def label_values(values: np.ndarray, origin: str, target: str) -> np.ndarray:
+def label_values(values: np.ndarray, origin: str, target: str | None) -> np.ndarray:
     """Raw target values as comparable Python values: integral numbers become ints, text and bools stay."""
     if values.dtype.kind == "f":
         finite = values[~np.isnan(values)]
@@ -32,7 +32,7 @@ def label_values(values: np.ndarray, origin: str, target: str) -> np.ndarray:
 _INTEGER = re.compile(r"^[-+]?[0-9]+$")
 
 
-def _text_labels(values: np.ndarray, origin: str, target: str) -> np.ndarray:
+def _text_labels(values: np.ndarray, origin: str, target: str | None) -> np.ndarray:
     """Labels read as text: all whole numbers ("1", "2": a Parquet string column, or a CSV column with a stray cell
     fixed) become ints, as a number column gives; whole numbers mixed with other text are refused, at training and
     at evaluation alike, since "10" and 10 would otherwise be two classes, or a label unseen in training."""
@@ -66,6 +66,7 @@ def sort_key(value):
 
 def count_labels(frame: Frame, target: str, counts: dict) -> dict:
     """Add the frame's class labels to `counts` (label -> rows); called once per file or per chunk."""
+    assert frame.target is not None  # training frames are read with their target
     for value in label_values(frame.target, frame.origin, target):
         counts[value] = counts.get(value, 0) + 1
     return counts
@@ -155,7 +156,7 @@ def handle_missing(frame: Frame, policy: str) -> Frame:
 
 def impute_means(names: list[str], sums: np.ndarray, counts: np.ndarray) -> dict[str, float]:
     """data.missing: mean. Each numeric column's training mean over its present values; a column with none gets 0."""
-    return {name: float(total / count) if count else 0.0 for name, total, count in zip(names, sums, counts)}
+    return {name: float(total / count) if count else 0.0 for name, total, count in zip(names, sums, counts, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------- scaling

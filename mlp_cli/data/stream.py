@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlp_cli.config import Config
-from mlp_cli.data.prepare import Dataset, Preprocessor, to_split
+from mlp_cli.data.prepare import Dataset, Preprocessor, Split, to_split
 from mlp_cli.data.readers import (
     Frame,
     ParquetReader,
@@ -86,6 +86,7 @@ def _streams(path: Path) -> bool:
 def read_test_frame(config: Config, features: list[str]) -> Frame:
     """data.test read whole, as the in-memory path reads it (CSV or anything the readers know)."""
     data = config.data
+    assert data.test is not None  # called only when data.test names a file
     frame, _ = load_frame(Path(data.test), features, [], data.target, target_required=True, text=TextFormat.of(data))
     return handle_missing(frame, data.missing)
 
@@ -155,11 +156,12 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, "Parquet
         )
     if data.categorical:
         raise DataError("data.categorical is not supported with data.streaming yet; encode the columns in the Parquet file")
+    assert data.train is not None and data.target is not None  # load_config requires both unless data.synthetic
     source = ParquetSource(Path(data.train), config, roles_from_hash=True)
     check_columns(source.path, source.names, [data.target], "target")
     features = data.features or [n for n in source.names if n != data.target]
     check_columns(source.path, source.names, features, "feature")
-    test = None
+    test: ParquetSource | Frame | None = None
     if data.test and _streams(Path(data.test)):
         test = ParquetSource(Path(data.test), config, roles_from_hash=False)
         check_columns(test.path, test.names, features + [data.target], "test")
@@ -191,6 +193,7 @@ def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, "Parquet
             present += finite.sum(axis=0)
             if not TASKS[task].classes:
                 check_regression_target(frame, data.target)
+                assert frame.target is not None  # fit_streaming checked the target column exists; every unit is read with it
                 y = frame.target[train_rows]
                 y_sum += float(y.sum())
                 y_squares += float((y * y).sum())
@@ -349,18 +352,22 @@ def load_streaming(config: Config):
     buffer = config.data.shuffle_buffer
     train = StreamSplit(source, "train", prep, buffer)
     val = StreamSplit(source, "val", prep, buffer)
+    test_split: Split | StreamSplit
     if isinstance(test, Frame):
         test_split = to_split(prep, test)
     else:
         test_split = StreamSplit(test if test is not None else source, "test", prep, buffer)
-    return Dataset(train, val if len(val) else None, test_split if len(test_split) else None, prep)
+    # Dataset's fields name the in-memory Split; a StreamSplit stands in for it by duck typing (the Trainer branches on
+    # isinstance). Naming both there would make data.prepare import data.stream, upward in the layers.
+    return Dataset(train, val if len(val) else None, test_split if len(test_split) else None, prep)  # type: ignore[arg-type]
 
 
-def streaming_split(config: Config, prep: Preprocessor, role: str) -> StreamSplit:
+def streaming_split(config: Config, prep: Preprocessor, role: str) -> StreamSplit | Split:
     """A split of a trained run rebuilt from its stored config and preprocessor, without a statistics pass."""
     data = config.data
     if role == "test" and data.test and not _streams(Path(data.test)):
         return to_split(prep, read_test_frame(config, prep.features))
+    assert data.train is not None  # load_config requires it unless data.synthetic
     source = ParquetSource(Path(data.test if role == "test" and data.test else data.train), config,
                            roles_from_hash=not (role == "test" and data.test))
     for unit in source.units:
