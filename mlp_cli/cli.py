@@ -418,16 +418,10 @@ def explain_command(
 
 
 def _check_output(output: Path, inputs: list[Path]) -> None:
-    """Refuse an -o that would overwrite an input or is a folder, before any work is done."""
-    if output.is_dir():
-        raise MLPError(f"-o {output} is a folder; give a file name such as {output / 'importance.csv'}")
-    for path in inputs:
-        try:
-            same = output.exists() and path.exists() and os.path.samefile(output, path)
-        except OSError:
-            same = False
-        if same:
-            raise MLPError(f"-o {output} is the input {path}; writing there would destroy it")
+    """files.check_output (not an input, not a folder), then explain's own rule: only an importance table is replaced."""
+    from mlp_cli.files import check_output
+
+    check_output(output, inputs=inputs)
     # Any other existing file is replaced only if it is an earlier importance table (the run's own data files,
     # read through the checkpoint's config, are thus safe too).
     if output.is_file():

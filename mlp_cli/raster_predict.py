@@ -8,8 +8,6 @@ temporary file next to the output and renamed at the end, so an interrupted run 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlp_cli import files
 from mlp_cli.data import Preprocessor, label_text
 from mlp_cli.errors import DataError
 from mlp_cli.evaluate import autocast, load_checkpoint_model, model_outputs, output_values
-from mlp_cli.files import TEMP_PREFIX
 from mlp_cli.raster import (
     band_names,
     gdal_env,
@@ -73,12 +71,10 @@ def encoding(prep: Preprocessor, proba: bool) -> Encoding:
 
 
 def check_output(output: Path, raster: Path) -> None:
+    """files.check_output (not the raster, not a folder), plus the map's own rules: .tif, an existing folder."""
     if not output.name.lower().endswith((".tif", ".tiff")):
         raise DataError(f"{output}: the map is written as a GeoTIFF; give -o a name ending in .tif")
-    if output.exists() and output.resolve() == raster.resolve():
-        raise DataError(f"-o {output} is the input raster itself; write the map to a new file")
-    if output.is_dir():
-        raise DataError(f"-o {output} is a folder; give a file name ending in .tif")
+    files.check_output(output, inputs=[raster])
     if not output.parent.is_dir():
         raise DataError(f"-o {output}: folder {output.parent} does not exist")
 
@@ -126,9 +122,7 @@ def predict_map(
             "blockysize": TILE, "compress": "deflate", "BIGTIFF": "IF_SAFER",
         }
         total, done, invalid = src.width * src.height, 0, 0
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{output.name}.", suffix=".tif", dir=output.parent)
-        os.close(fd)
-        try:
+        with files.written_beside(output, suffix=".tif") as tmp:
             with rasterio.open(tmp, "w", **profile) as dst:
                 for i, name in enumerate(out_names, start=1):
                     dst.set_band_description(i, name)
@@ -147,11 +141,6 @@ def predict_map(
                     if progress is not None:
                         progress(done, total)
                 _describe_classes(dst, prep, enc)
-            os.replace(tmp, output)
-            tmp = None
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
         return MapReport(output, src.width, src.height, out_names, total - invalid, invalid)
 
 
