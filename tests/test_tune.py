@@ -230,3 +230,44 @@ def test_help_imports_neither_torch_nor_optuna():
     code = "import sys\nfrom mlp_cli.cli import app\nprint('optuna' in sys.modules, 'torch' in sys.modules)\n"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_a_running_trial_folder_is_locked_like_any_run(invoke, tmp_path, monkeypatch):
+    # A trial is an ordinary run: its Trainer holds the folder's lock, so `mlp train` into it (another process) is refused.
+    from mlp_cli import tune as tune_module
+
+    real = tune_module._pruning_callback
+    intruder = write_config(tmp_path / "intruder.yaml", {
+        "task": "regression", "data": {"synthetic": {"name": "sine", "n": 50}}, "train": {"epochs": 1},
+        "output_dir": str(tmp_path / "runs" / "tune" / "trials" / "0")})
+    refused = []
+
+    def intruding(trial, metric):
+        callback = real(trial, metric)
+        on_epoch = callback.on_epoch
+
+        def on_epoch_then_train(report):
+            if trial.number == 0 and report.epoch == 1:
+                refused.append(subprocess.run([sys.executable, "-m", "mlp_cli", "train", str(intruder), "--overwrite"],
+                                              capture_output=True, text=True, timeout=120))
+            return on_epoch(report)
+
+        callback.on_epoch = on_epoch_then_train
+        return callback
+
+    monkeypatch.setattr(tune_module, "_pruning_callback", intruding)
+    config = tune_config(tmp_path, {"pruner": "none", "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
+    result = invoke("tune", config, "--trials", "1")
+    assert result.exit_code == 0, result.output
+    assert refused[0].returncode == 2 and f"pid {os.getpid()}" in refused[0].stderr, refused[0].stderr
+    assert (tmp_path / "runs" / "tune" / "trials" / "0" / "best.pt").exists()  # the trial finished, untouched
+
+
+def test_tuning_a_config_named_best_config_in_its_own_folder_is_refused(invoke, tmp_path):
+    config = tune_config(tmp_path, {"space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
+    own = tmp_path / "runs" / "tune" / "best_config.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text(config.read_text())
+    result = invoke("tune", own, "--trials", "1")
+    assert result.exit_code == 2 and "is the input file" in result.output, result.output
+    assert own.read_text() == config.read_text()
