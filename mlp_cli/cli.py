@@ -329,8 +329,9 @@ def _predict_map(checkpoint: Path, raster: Path, output: Optional[Path], device:
         raise MLPError(f"{raster} is a raster: give -o MAP.tif for the prediction map")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mlp_cli.raster_predict import predict_map
+    from mlp_cli.raster_predict import check_output, predict_map
 
+    check_output(output, raster, checkpoint)  # before the progress bar, whose line would precede the refusal
     with Progress(TextColumn("predicting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task("map", total=None)
@@ -447,8 +448,9 @@ def export_command(
     try:
         for module in ("onnx", "onnxscript", "onnxruntime"):
             require(module)  # before torch loads: a missing extra is one line, at once
-        from mlp_cli.export import export_model, report_path
+        from mlp_cli.export import check_output, export_model, report_path
 
+        check_output(checkpoint, output, data)  # before the "exporting" line, so a refusal is the only line
         if not json_out:
             err.print("exporting (torch.export, then onnxruntime against torch) ...", highlight=False)
         report = export_model(checkpoint, output, data)

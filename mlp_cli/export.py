@@ -198,14 +198,16 @@ def onnx_proto(module: Exportable, n_inputs: int):
     return program.model_proto
 
 
-def check_output(checkpoint_path: Path, output: Path | None) -> Path:
-    """files.check_output (not the checkpoint, not a folder), plus export's own rules: .onnx, an existing folder."""
+def check_output(checkpoint_path: Path, output: Path | None, data: Path | None = None) -> Path:
+    """files.check_output for the model and its report (not an input, not a folder), plus export's own rules: .onnx,
+    an existing, writable folder. Returns the model's path."""
     output = Path(output) if output is not None else checkpoint_path.parent / "model.onnx"
     if output.is_dir():
         output = output / "model.onnx"
     if output.suffix.lower() != ".onnx":
         raise ExportError(f"{output}: the model's file name must end in .onnx (mlp predict tells models apart by it)")
-    files.check_output(output, inputs=[checkpoint_path])
+    for path in (output, report_path(output)):
+        files.check_output(path, inputs=[checkpoint_path, data])
     if not output.parent.is_dir():
         raise ExportError(f"{output}: folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK | os.X_OK):
@@ -223,7 +225,7 @@ def export_model(checkpoint_path: str | Path, output: str | Path | None = None, 
     ort = require("onnxruntime")
     started = time.perf_counter()
     checkpoint_path = Path(checkpoint_path)
-    output = check_output(checkpoint_path, Path(output) if output is not None else None)
+    output = check_output(checkpoint_path, Path(output) if output is not None else None, data)
     stored = checkpoint.load(checkpoint_path)
     config, model, prep = checkpoint.restore(stored, checkpoint_path)
     raw, prepared, source = parity_rows(config, prep, Path(data) if data is not None else None)

@@ -70,11 +70,11 @@ def encoding(prep: Preprocessor, proba: bool) -> Encoding:
     raise DataError(f"class labels {low}..{high} do not fit a 32-bit map band")
 
 
-def check_output(output: Path, raster: Path) -> None:
-    """files.check_output (not the raster, not a folder), plus the map's own rules: .tif, an existing folder."""
+def check_output(output: Path, *inputs: Path) -> None:
+    """files.check_output (not the raster or checkpoint, not a folder), plus the map's own rules: .tif, a folder."""
     if not output.name.lower().endswith((".tif", ".tiff")):
         raise DataError(f"{output}: the map is written as a GeoTIFF; give -o a name ending in .tif")
-    files.check_output(output, inputs=[raster])
+    files.check_output(output, inputs=inputs)
     if not output.parent.is_dir():
         raise DataError(f"-o {output}: folder {output.parent} does not exist")
 
@@ -104,7 +104,7 @@ def predict_map(
     import rasterio
 
     raster, output = Path(raster), Path(output)
-    check_output(output, raster)
+    check_output(output, raster, Path(checkpoint))
     _, config, model, prep = load_checkpoint_model(checkpoint, device)
     target_device = next(model.parameters()).device
     enc = encoding(prep, proba)
