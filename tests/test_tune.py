@@ -142,24 +142,32 @@ def test_a_crashed_trial_is_failed_with_its_error_never_pruned(invoke, tmp_path)
     assert len(report["trials"]) == 2  # the grid was exhausted after two trials, although search.trials is 20
 
 
-def test_ctrl_c_mid_trial_keeps_finished_trials(invoke, tmp_path, monkeypatch):
+def before_each_epoch(monkeypatch, hook) -> None:
+    """Run `hook(trial, report)` in every trial's epoch callback, before the trial reports to Optuna."""
     from mlp_cli import tune as tune_module
 
     real = tune_module._pruning_callback
 
-    def interrupting(trial, metric):
+    def hooked(trial, metric):
         callback = real(trial, metric)
         on_epoch = callback.on_epoch
 
-        def on_epoch_then_ctrl_c(report):
-            if trial.number == 1 and report.epoch == 2:
-                os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does, in the middle of trial 1
+        def on_epoch_after_hook(report):
+            hook(trial, report)
             return on_epoch(report)
 
-        callback.on_epoch = on_epoch_then_ctrl_c
+        callback.on_epoch = on_epoch_after_hook
         return callback
 
-    monkeypatch.setattr(tune_module, "_pruning_callback", interrupting)
+    monkeypatch.setattr(tune_module, "_pruning_callback", hooked)
+
+
+def test_ctrl_c_mid_trial_keeps_finished_trials(invoke, tmp_path, monkeypatch):
+    def ctrl_c(trial, report):
+        if trial.number == 1 and report.epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does, in the middle of trial 1
+
+    before_each_epoch(monkeypatch, ctrl_c)
     config = tune_config(tmp_path, {"pruner": "none", "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
     result = invoke("tune", config, "--trials", "3")
     assert result.exit_code == 130, result.output
@@ -234,28 +242,17 @@ def test_help_imports_neither_torch_nor_optuna():
 
 def test_a_running_trial_folder_is_locked_like_any_run(invoke, tmp_path, monkeypatch):
     # A trial is an ordinary run: its Trainer holds the folder's lock, so `mlp train` into it (another process) is refused.
-    from mlp_cli import tune as tune_module
-
-    real = tune_module._pruning_callback
     intruder = write_config(tmp_path / "intruder.yaml", {
         "task": "regression", "data": {"synthetic": {"name": "sine", "n": 50}}, "train": {"epochs": 1},
         "output_dir": str(tmp_path / "runs" / "tune" / "trials" / "0")})
     refused = []
 
-    def intruding(trial, metric):
-        callback = real(trial, metric)
-        on_epoch = callback.on_epoch
+    def train_into_the_trial(trial, report):
+        if trial.number == 0 and report.epoch == 1:
+            refused.append(subprocess.run([sys.executable, "-m", "mlp_cli", "train", str(intruder), "--overwrite"],
+                                          capture_output=True, text=True, timeout=120))
 
-        def on_epoch_then_train(report):
-            if trial.number == 0 and report.epoch == 1:
-                refused.append(subprocess.run([sys.executable, "-m", "mlp_cli", "train", str(intruder), "--overwrite"],
-                                              capture_output=True, text=True, timeout=120))
-            return on_epoch(report)
-
-        callback.on_epoch = on_epoch_then_train
-        return callback
-
-    monkeypatch.setattr(tune_module, "_pruning_callback", intruding)
+    before_each_epoch(monkeypatch, train_into_the_trial)
     config = tune_config(tmp_path, {"pruner": "none", "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
     result = invoke("tune", config, "--trials", "1")
     assert result.exit_code == 0, result.output
