@@ -273,7 +273,7 @@ def export_model(checkpoint_path: str | Path, output: str | Path | None = None, 
             raise ExportError(f"onnxruntime disagrees with torch, so nothing was written: {gate['verdict']}")
     report = {
         "model": str(output),
-        "bytes": output.stat().st_size,
+        "bytes": len(blob),  # the written file; a FIFO or device has no size to stat
         "checkpoint": str(checkpoint_path),
         "task": prep.task,
         "inputs": prep.n_inputs,
