@@ -122,25 +122,24 @@ def predict_map(
             "blockysize": TILE, "compress": "deflate", "BIGTIFF": "IF_SAFER",
         }
         total, done, invalid = src.width * src.height, 0, 0
-        with files.written_beside(output, suffix=".tif") as tmp:
-            with rasterio.open(tmp, "w", **profile) as dst:
-                for i, name in enumerate(out_names, start=1):
-                    dst.set_band_description(i, name)
-                for _, window in dst.block_windows(1):
-                    frame, bad = window_frame(src, indexes, prep.features, window, str(raster))
-                    block = np.full((len(out_names), *bad.shape), enc.nodata, dtype=enc.dtype)
-                    if len(frame):
-                        x = torch.from_numpy(prep.inputs(frame)).to(target_device)
-                        with autocast(target_device, config.train.precision):
-                            out = model_outputs(model, x, config.task).float().cpu()
-                        flat = block.reshape(len(out_names), -1)
-                        _fill(flat, frame.rows, out, prep, enc, confidence, proba)
-                    dst.write(block, window=window)
-                    invalid += int(bad.sum())
-                    done += bad.size
-                    if progress is not None:
-                        progress(done, total)
-                _describe_classes(dst, prep, enc)
+        with files.written_beside(output, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for i, name in enumerate(out_names, start=1):
+                dst.set_band_description(i, name)
+            for _, window in dst.block_windows(1):
+                frame, bad = window_frame(src, indexes, prep.features, window, str(raster))
+                block = np.full((len(out_names), *bad.shape), enc.nodata, dtype=enc.dtype)
+                if len(frame):
+                    x = torch.from_numpy(prep.inputs(frame)).to(target_device)
+                    with autocast(target_device, config.train.precision):
+                        out = model_outputs(model, x, config.task).float().cpu()
+                    flat = block.reshape(len(out_names), -1)
+                    _fill(flat, frame.rows, out, prep, enc, confidence, proba)
+                dst.write(block, window=window)
+                invalid += int(bad.sum())
+                done += bad.size
+                if progress is not None:
+                    progress(done, total)
+            _describe_classes(dst, prep, enc)
         return MapReport(output, src.width, src.height, out_names, total - invalid, invalid)
 
 

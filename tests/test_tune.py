@@ -250,7 +250,7 @@ def test_a_running_trial_folder_is_locked_like_any_run(invoke, tmp_path, monkeyp
     def train_into_the_trial(trial, report):
         if trial.number == 0 and report.epoch == 1:
             refused.append(subprocess.run([sys.executable, "-m", "mlp_cli", "train", str(intruder), "--overwrite"],
-                                          capture_output=True, text=True, timeout=120))
+                                          capture_output=True, text=True, timeout=120, check=False))
 
     before_each_epoch(monkeypatch, train_into_the_trial)
     config = tune_config(tmp_path, {"pruner": "none", "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
