@@ -338,8 +338,9 @@ def _predict_map(checkpoint: Path, raster: Path, output: Optional[Path], device:
         raise MLPError(f"{raster} is a raster: give -o MAP.tif for the prediction map")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mlp_cli.raster_predict import predict_map
+    from mlp_cli.raster_predict import check_output, predict_map
 
+    check_output(output, raster, checkpoint)  # before the progress bar, whose line would precede the refusal
     with Progress(TextColumn("predicting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task("map", total=None)
@@ -427,16 +428,10 @@ def explain_command(
 
 
 def _check_output(output: Path, inputs: list[Path]) -> None:
-    """Refuse an -o that would overwrite an input or is a folder, before any work is done."""
-    if output.is_dir():
-        raise MLPError(f"-o {output} is a folder; give a file name such as {output / 'importance.csv'}")
-    for path in inputs:
-        try:
-            same = output.exists() and path.exists() and os.path.samefile(output, path)
-        except OSError:
-            same = False
-        if same:
-            raise MLPError(f"-o {output} is the input {path}; writing there would destroy it")
+    """files.check_output (not an input, not a folder), then explain's own rule: only an importance table is replaced."""
+    from mlp_cli.files import check_output
+
+    check_output(output, inputs=inputs)
     # Any other existing file is replaced only if it is an earlier importance table (the run's own data files,
     # read through the checkpoint's config, are thus safe too).
     if output.is_file():
@@ -462,8 +457,9 @@ def export_command(
     try:
         for module in ("onnx", "onnxscript", "onnxruntime"):
             require(module)  # before torch loads: a missing extra is one line, at once
-        from mlp_cli.export import export_model, report_path
+        from mlp_cli.export import check_output, export_model, report_path
 
+        check_output(checkpoint, output, data)  # before the "exporting" line, so a refusal is the only line
         if not json_out:
             err.print("exporting (torch.export, then onnxruntime against torch) ...", highlight=False)
         report = export_model(checkpoint, output, data)

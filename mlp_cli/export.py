@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -16,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mlp_cli import __version__, checkpoint
+from mlp_cli import __version__, checkpoint, files
 from mlp_cli.data import Preprocessor, load_for_model, read_frames, split_frames
 from mlp_cli.errors import DataError, ExportError, MLPError
 from mlp_cli.tasks import TASKS
 from mlp_cli.evaluate import EVAL_BATCH, model_outputs, output_values
-from mlp_cli.files import TEMP_PREFIX, write_text
+from mlp_cli.files import write_text
 from mlp_cli.onnx_model import INPUT, OnnxModel, output_name, raw_inputs, require
 
 U = 2.0**-24  # float32 unit roundoff
@@ -203,14 +202,16 @@ def onnx_proto(module: Exportable, n_inputs: int):
     return program.model_proto
 
 
-def check_output(checkpoint_path: Path, output: Path | None) -> Path:
+def check_output(checkpoint_path: Path, output: Path | None, data: Path | None = None) -> Path:
+    """files.check_output for the model and its report (not an input, not a folder), plus export's own rules: .onnx,
+    an existing, writable folder. Returns the model's path."""
     output = Path(output) if output is not None else checkpoint_path.parent / "model.onnx"
     if output.is_dir():
         output = output / "model.onnx"
     if output.suffix.lower() != ".onnx":
         raise ExportError(f"{output}: the model's file name must end in .onnx (mlp predict tells models apart by it)")
-    if output.exists() and checkpoint_path.exists() and output.resolve() == checkpoint_path.resolve():
-        raise ExportError(f"{output} is the checkpoint itself; pick another file name")
+    for path in (output, report_path(output)):
+        files.check_output(path, inputs=[checkpoint_path, data])
     if not output.parent.is_dir():
         raise ExportError(f"{output}: folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK | os.X_OK):
@@ -228,7 +229,7 @@ def export_model(checkpoint_path: str | Path, output: str | Path | None = None, 
     ort = require("onnxruntime")
     started = time.perf_counter()
     checkpoint_path = Path(checkpoint_path)
-    output = check_output(checkpoint_path, Path(output) if output is not None else None)
+    output = check_output(checkpoint_path, Path(output) if output is not None else None, Path(data) if data is not None else None)
     stored = checkpoint.load(checkpoint_path)
     config, model, prep = checkpoint.restore(stored, checkpoint_path)
     raw, prepared, source = parity_rows(config, prep, Path(data) if data is not None else None)
@@ -260,38 +261,23 @@ def export_model(checkpoint_path: str | Path, output: str | Path | None = None, 
     )
     blob = proto.SerializeToString()
 
-    tmp_name: str | None
-    fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{output.name}.", suffix=".onnx", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # a model is for sharing: the permissions of any new file, not mkstemp's 0600
+    with files.written_beside(output, suffix=".onnx") as tmp:
+        try:
+            tmp.write_bytes(blob)
+        except OSError as exc:
+            raise ExportError(f"could not write {output}: {exc.strerror or exc}; nothing written") from None
         # Read the file back as a consumer would: its opset, and proof that every weight is inside it.
-        written = onnx.load(tmp_name, load_external_data=False)
+        written = onnx.load(str(tmp), load_external_data=False)
         external = [t.name for t in written.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         if external:
             raise ExportError(f"the exported graph keeps {len(external)} tensors outside the file; nothing written")
         file_opset = next(o.version for o in written.opset_import if o.domain in ("", "ai.onnx"))
-        gate = parity(OnnxModel(tmp_name), model, prep, raw, prepared)
+        gate = parity(OnnxModel(str(tmp)), model, prep, raw, prepared)
         if not gate["passed"]:
             raise ExportError(f"onnxruntime disagrees with torch, so nothing was written: {gate['verdict']}")
-        os.replace(tmp_name, output)
-        tmp_name = None
-    except OSError as exc:
-        raise ExportError(f"could not write {output}: {exc.strerror or exc}; nothing written") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     report = {
         "model": str(output),
-        "bytes": output.stat().st_size,
+        "bytes": len(blob),  # the written file; a FIFO or device has no size to stat
         "checkpoint": str(checkpoint_path),
         "task": prep.task,
         "inputs": prep.n_inputs,

@@ -11,6 +11,9 @@ The rules, for every writer (predict -o, run directories, sweep folders, plots, 
   (`/dev/stdout`, `/dev/null`, a terminal) is written as a stream and never swapped for a regular file. A new file
   gets the user's umask (0666 & ~umask, not mkstemp's 0600); an overwritten file keeps its mode. Any failure,
   including the `RuntimeError` torch.save raises when the disk fills, is one `RunError` line and the old file stays.
+- `written_beside(path)` is the same for a library that must write a path itself (GDAL's GeoTIFF, the ONNX file):
+  it yields a temporary path beside the target, named like the others, and commits it with the same mode, symlink
+  and FIFO rules when the block ends without an error; otherwise the temporary file is removed.
 - Temporary files are named `.mlp-tmp-<pid>-<name>.<random>`; `remove_stale_temps` deletes only those of
   processes that no longer run, so it never takes a file another run is writing.
 - `FolderLock(folder)` holds `<folder>/.mlp.lock` (fcntl.flock) while a run writes there: a second run is refused
@@ -26,9 +29,11 @@ import io
 import math
 import os
 import re
+import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, ClassVar, cast
 
@@ -140,6 +145,48 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+@contextmanager
+def written_beside(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path in the target's folder for a library to write; commit it over `path` on success.
+
+    The commit keeps the old file's mode (a new file gets the umask's), follows a symlink (the link stays) and copies
+    into a FIFO or device as a stream. On any exception the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError:
+        info = None
+    stream = info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode)
+    target = _target(path)
+    folder = Path(tempfile.gettempdir()) if stream else target.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-{target.name}.", suffix=suffix, dir=folder)
+        os.close(fd)
+    except OSError as exc:
+        raise RunError(f"could not write {path}: {exc.strerror or exc}") from None
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if stream:
+            with tmp.open("rb") as source:
+                _write_stream(path, lambda handle: shutil.copyfileobj(source, handle))
+            return
+        mode = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
+        try:
+            os.chmod(tmp, mode)
+            with tmp.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise RunError(f"could not write {path}: {exc.strerror or exc}; the previous {path.name} (if any) is kept") from None
+        _fsync_dir(target.parent)
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _write_stream(path: Path, write: Callable[[IO[bytes]], object]) -> None:

@@ -85,6 +85,12 @@ def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MLPError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    # Before drawing: no picture may land on one of the run's own files (a PNG name linked to metrics.csv, ...).
+    from mlp_cli.files import check_output
+
+    inputs = [path for path in run_dir.iterdir() if path.suffix != ".png"]
+    for existing in out_dir.glob("*.png"):
+        check_output(existing, inputs=inputs)
     written = [_curves(plt, run_dir, out_dir)]
     summary = _summary(run_dir / "summary.json")
     metrics = (summary or {}).get("test") or (summary or {}).get("val")

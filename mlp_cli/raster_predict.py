@@ -8,8 +8,6 @@ temporary file next to the output and renamed at the end, so an interrupted run 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlp_cli import files
 from mlp_cli.data import Preprocessor, label_text
 from mlp_cli.errors import DataError
 from mlp_cli.evaluate import autocast, load_checkpoint_model, model_outputs, output_values
-from mlp_cli.files import TEMP_PREFIX
 from mlp_cli.raster import (
     band_names,
     gdal_env,
@@ -72,13 +70,11 @@ def encoding(prep: Preprocessor, proba: bool) -> Encoding:
     raise DataError(f"class labels {low}..{high} do not fit a 32-bit map band")
 
 
-def check_output(output: Path, raster: Path) -> None:
+def check_output(output: Path, *inputs: Path) -> None:
+    """files.check_output (not the raster or checkpoint, not a folder), plus the map's own rules: .tif, a folder."""
     if not output.name.lower().endswith((".tif", ".tiff")):
         raise DataError(f"{output}: the map is written as a GeoTIFF; give -o a name ending in .tif")
-    if output.exists() and output.resolve() == raster.resolve():
-        raise DataError(f"-o {output} is the input raster itself; write the map to a new file")
-    if output.is_dir():
-        raise DataError(f"-o {output} is a folder; give a file name ending in .tif")
+    files.check_output(output, inputs=inputs)
     if not output.parent.is_dir():
         raise DataError(f"-o {output}: folder {output.parent} does not exist")
 
@@ -108,7 +104,7 @@ def predict_map(
     import rasterio
 
     raster, output = Path(raster), Path(output)
-    check_output(output, raster)
+    check_output(output, raster, Path(checkpoint))
     _, config, model, prep = load_checkpoint_model(checkpoint, device)
     target_device = next(model.parameters()).device
     enc = encoding(prep, proba)
@@ -126,34 +122,25 @@ def predict_map(
             "blockysize": TILE, "compress": "deflate", "BIGTIFF": "IF_SAFER",
         }
         total, done, invalid = src.width * src.height, 0, 0
-        tmp: str | None
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{output.name}.", suffix=".tif", dir=output.parent)
-        os.close(fd)
-        try:
-            with rasterio.open(tmp, "w", **profile) as dst:
-                for i, name in enumerate(out_names, start=1):
-                    dst.set_band_description(i, name)
-                for _, window in dst.block_windows(1):
-                    frame, bad = window_frame(src, indexes, prep.features, window, str(raster))
-                    block = np.full((len(out_names), *bad.shape), enc.nodata, dtype=enc.dtype)
-                    if len(frame):
-                        x = torch.from_numpy(prep.inputs(frame)).to(target_device)
-                        with autocast(target_device, config.train.precision):
-                            out = model_outputs(model, x, config.task).float().cpu()
-                        flat = block.reshape(len(out_names), -1)
-                        assert frame.rows is not None  # Frame.__post_init__ fills rows
-                        _fill(flat, frame.rows, out, prep, enc, confidence, proba)
-                    dst.write(block, window=window)
-                    invalid += int(bad.sum())
-                    done += bad.size
-                    if progress is not None:
-                        progress(done, total)
-                _describe_classes(dst, prep, enc)
-            os.replace(tmp, output)
-            tmp = None
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
+        with files.written_beside(output, suffix=".tif") as tmp, rasterio.open(tmp, "w", **profile) as dst:
+            for i, name in enumerate(out_names, start=1):
+                dst.set_band_description(i, name)
+            for _, window in dst.block_windows(1):
+                frame, bad = window_frame(src, indexes, prep.features, window, str(raster))
+                block = np.full((len(out_names), *bad.shape), enc.nodata, dtype=enc.dtype)
+                if len(frame):
+                    x = torch.from_numpy(prep.inputs(frame)).to(target_device)
+                    with autocast(target_device, config.train.precision):
+                        out = model_outputs(model, x, config.task).float().cpu()
+                    flat = block.reshape(len(out_names), -1)
+                    assert frame.rows is not None  # Frame.__post_init__ fills rows
+                    _fill(flat, frame.rows, out, prep, enc, confidence, proba)
+                dst.write(block, window=window)
+                invalid += int(bad.sum())
+                done += bad.size
+                if progress is not None:
+                    progress(done, total)
+            _describe_classes(dst, prep, enc)
         return MapReport(output, src.width, src.height, out_names, total - invalid, invalid)
 
 

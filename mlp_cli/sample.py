@@ -75,13 +75,12 @@ def sample(raster: Path, labels: Path, output: Path, field: str | None = None) -
 
 
 def _check_output(output: Path, raster: Path, labels: Path) -> None:
+    """files.check_output (not an input, not a folder), plus the table's own rules: a known ending, an existing folder."""
+    from mlp_cli.files import check_output
+
     if not output.name.lower().endswith(TABLE_SUFFIXES):
         raise DataError(f"{output}: the table is written as Parquet (.parquet) or CSV (.csv); pick one of those endings")
-    for source in (raster, labels):
-        if output.exists() and source.exists() and output.resolve() == source.resolve():
-            raise DataError(f"-o {output} is the input {source} itself; write the table to a new file")
-    if output.is_dir():
-        raise DataError(f"-o {output} is a folder; give a file name ending in .parquet or .csv")
+    check_output(output, inputs=[raster, labels])
     if not output.parent.is_dir():
         raise DataError(f"-o {output}: folder {output.parent} does not exist")
 

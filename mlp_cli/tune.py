@@ -23,6 +23,7 @@ from typing import Any
 
 from mlp_cli.config import MAXIMIZED_METRICS, Config, SearchConfig, config_from_dict, dump_yaml, load_config
 from mlp_cli.errors import ConfigError, MLPError, RunError, TrainingInterrupted
+from mlp_cli import files
 from mlp_cli.files import write_text
 from mlp_cli.sweep import DATA_KEYS
 
@@ -476,6 +477,8 @@ def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, st
         raise RunError(f"cannot create {folder / 'trials'}: {exc.strerror or exc}") from None
     if not os.access(folder / "trials", os.W_OK):
         raise RunError(f"cannot write into {folder / 'trials'}: permission denied")
+    # best_config.yaml is written at the end: refuse now, before any trial, when it is the config being tuned.
+    files.check_output(folder / "best_config.yaml", inputs=[config_path])
     url = storage_url(config, storage)
     name = study_name or Path(config_path).stem
     direction = direction_of(search)

@@ -281,3 +281,82 @@ def test_read_only_folder_is_one_line(trained, tmp_path):
         one_line_error(invoke("train", config, f"output_dir={locked / 'run'}", "--quiet"), "Permission denied")
     finally:
         locked.chmod(0o755)
+
+
+# ---------------------------------------------------------------------------------------------- every writing command
+
+
+@pytest.fixture(scope="module")
+def geo(tmp_path_factory):
+    """A tiny scene, its polygons, the sampled table and a checkpoint trained on the scene's bands."""
+    pytest.importorskip("rasterio")
+    pytest.importorskip("pyogrio")
+    from scenes import write_polygons, write_scene
+
+    folder = tmp_path_factory.mktemp("geo")
+    raster, labels = write_scene(folder / "scene.tif"), write_polygons(folder / "labels.geojson")
+    assert invoke("sample", raster, labels, "-o", folder / "t.csv", "--field", "landuse").exit_code == 0
+    config = write_config(folder / "geo.yaml", {
+        "task": "multiclass", "data": {"train": "t.csv", "target": "landuse", "group": "polygon", "exclude": ["x", "y"]},
+        "model": {"hidden": [4]}, "train": {"epochs": 1, "batch_size": 16}, "output_dir": str(folder / "run"),
+    })
+    assert invoke("train", config, "--quiet").exit_code == 0
+    return raster, labels, folder / "run" / "best.pt"
+
+
+# Each writer: its command line for an output, its input files, the output's name, the bytes a written file starts
+# with, and the refusal an input given as -o gets directly (a command's own stricter rule may come first).
+WRITERS = {
+    "predict csv": lambda t, g: (["predict", t["best"], t["data"], "-o"], [t["data"], t["best"]], "p.csv", b"prediction,", "is the input file"),
+    "predict map": lambda t, g: (["predict", g[2], g[0], "-o"], [g[0]], "map.tif", b"II", "is the input file"),
+    "export": lambda t, g: (["export", t["best"], "-o"], [t["best"]], "m.onnx", b"\x08", "must end in .onnx"),
+    "explain -o": lambda t, g: (["explain", t["best"], "--data", t["data"], "--repeats", "1", "-o"], [t["data"], t["best"]],
+                                "imp.csv", b"feature,importance,std", "is the input file"),
+    "sample -o": lambda t, g: (["sample", g[0], g[1], "--field", "landuse", "-o"], [g[0], g[1]], "s.csv", b"blue,",
+                               "Parquet (.parquet) or CSV (.csv)"),
+    "plot": lambda t, g: (["plot", t["run"], "--out"], [t["run"] / "metrics.csv", t["run"] / "summary.json"], "curves.png",
+                          b"\x89PNG", "is the input file"),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_every_writer_refuses_its_input_and_writes_through_a_symlink(trained, geo, tmp_path, writer):
+    if writer == "export":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    folder = trained[0]
+    t = {"best": folder / "run [red]" / "best.pt", "data": folder / "d.csv", "run": folder / "run [red]"}
+    args, inputs, name, magic, direct_refusal = WRITERS[writer](t, geo)
+    before = {path: path.read_bytes() for path in inputs}
+
+    def out(path: Path) -> Path:  # plot takes a folder and writes fixed names in it; the others take the file
+        return path.parent if writer == "plot" else path
+
+    # The input itself as the output (plot: a picture's name hard-linked to the run's metrics.csv) ...
+    if writer == "plot":
+        (tmp_path / "hard").mkdir()
+        os.link(inputs[0], tmp_path / "hard" / name)
+        direct = tmp_path / "hard" / name
+    else:
+        direct = inputs[0]
+    result = invoke(*args, out(direct))
+    assert result.exit_code != 0 and direct_refusal in result.stderr, result.output
+    # ... and through a symlink named like a proper output: every writer refuses with files.check_output's line.
+    for source in inputs:
+        (tmp_path / "alias").mkdir(exist_ok=True)
+        alias = tmp_path / "alias" / name
+        alias.unlink(missing_ok=True)
+        alias.symlink_to(source)
+        one_line_error(invoke(*args, out(alias)), "is the input file")
+        assert alias.is_symlink() and os.readlink(alias) == str(source)
+    assert {path: path.read_bytes() for path in inputs} == before
+    # A symlink to a file of our own (not there yet: explain would refuse to replace a file that is not its table)
+    # is written through: the target gets the output, the link stays a link.
+    (tmp_path / "linked").mkdir()
+    target, link = tmp_path / f"target-{name}", tmp_path / "linked" / name
+    link.symlink_to(target)
+    result = invoke(*args, out(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes().startswith(magic)
+    assert not list(tmp_path.rglob(f"{files.TEMP_PREFIX}*")) and not list(folder.rglob(f"{files.TEMP_PREFIX}*"))

@@ -136,7 +136,7 @@ def test_output_equal_to_the_raster_is_refused(invoke, trained, tmp_path):
     link.symlink_to(copy)
     for output in (copy, link):
         result = invoke("predict", checkpoints["text"], copy, "-o", output)
-        assert result.exit_code == 2 and "is the input raster itself" in result.stderr
+        assert result.exit_code == 2 and "is the input file" in result.stderr  # files.check_output
     assert copy.read_bytes() == raster.read_bytes()
     result = invoke("predict", checkpoints["text"], copy)
     assert result.exit_code == 2 and "-o MAP.tif" in result.stderr

@@ -142,24 +142,32 @@ def test_a_crashed_trial_is_failed_with_its_error_never_pruned(invoke, tmp_path)
     assert len(report["trials"]) == 2  # the grid was exhausted after two trials, although search.trials is 20
 
 
-def test_ctrl_c_mid_trial_keeps_finished_trials(invoke, tmp_path, monkeypatch):
+def before_each_epoch(monkeypatch, hook) -> None:
+    """Run `hook(trial, report)` in every trial's epoch callback, before the trial reports to Optuna."""
     from mlp_cli import tune as tune_module
 
     real = tune_module._pruning_callback
 
-    def interrupting(trial, metric):
+    def hooked(trial, metric):
         callback = real(trial, metric)
         on_epoch = callback.on_epoch
 
-        def on_epoch_then_ctrl_c(report):
-            if trial.number == 1 and report.epoch == 2:
-                os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does, in the middle of trial 1
+        def on_epoch_after_hook(report):
+            hook(trial, report)
             return on_epoch(report)
 
-        callback.on_epoch = on_epoch_then_ctrl_c
+        callback.on_epoch = on_epoch_after_hook
         return callback
 
-    monkeypatch.setattr(tune_module, "_pruning_callback", interrupting)
+    monkeypatch.setattr(tune_module, "_pruning_callback", hooked)
+
+
+def test_ctrl_c_mid_trial_keeps_finished_trials(invoke, tmp_path, monkeypatch):
+    def ctrl_c(trial, report):
+        if trial.number == 1 and report.epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C does, in the middle of trial 1
+
+    before_each_epoch(monkeypatch, ctrl_c)
     config = tune_config(tmp_path, {"pruner": "none", "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
     result = invoke("tune", config, "--trials", "3")
     assert result.exit_code == 130, result.output
@@ -246,3 +254,33 @@ def test_the_trials_table_lists_every_trial_and_marks_the_best():
     console.print(tune_table(result))
     text = console.export_text()
     assert "*0" in text and "complete" in text and "loss diverged" in text and "1 complete, 1 fail" in text
+
+
+def test_a_running_trial_folder_is_locked_like_any_run(invoke, tmp_path, monkeypatch):
+    # A trial is an ordinary run: its Trainer holds the folder's lock, so `mlp train` into it (another process) is refused.
+    intruder = write_config(tmp_path / "intruder.yaml", {
+        "task": "regression", "data": {"synthetic": {"name": "sine", "n": 50}}, "train": {"epochs": 1},
+        "output_dir": str(tmp_path / "runs" / "tune" / "trials" / "0")})
+    refused = []
+
+    def train_into_the_trial(trial, report):
+        if trial.number == 0 and report.epoch == 1:
+            refused.append(subprocess.run([sys.executable, "-m", "mlp_cli", "train", str(intruder), "--overwrite"],
+                                          capture_output=True, text=True, timeout=120, check=False))
+
+    before_each_epoch(monkeypatch, train_into_the_trial)
+    config = tune_config(tmp_path, {"pruner": "none", "space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
+    result = invoke("tune", config, "--trials", "1")
+    assert result.exit_code == 0, result.output
+    assert refused[0].returncode == 2 and f"pid {os.getpid()}" in refused[0].stderr, refused[0].stderr
+    assert (tmp_path / "runs" / "tune" / "trials" / "0" / "best.pt").exists()  # the trial finished, untouched
+
+
+def test_tuning_a_config_named_best_config_in_its_own_folder_is_refused(invoke, tmp_path):
+    config = tune_config(tmp_path, {"space": {"train.lr": {"type": "float", "low": 1e-3, "high": 0.1}}})
+    own = tmp_path / "runs" / "tune" / "best_config.yaml"
+    own.parent.mkdir(parents=True)
+    own.write_text(config.read_text())
+    result = invoke("tune", own, "--trials", "1")
+    assert result.exit_code == 2 and "is the input file" in result.output, result.output
+    assert own.read_text() == config.read_text()
