@@ -24,6 +24,7 @@ from typing import Any
 from mlp_cli.config import MAXIMIZED_METRICS, Config, SearchConfig, config_from_dict, dump_yaml, load_config
 from mlp_cli.errors import ConfigError, MLPError, RunError, TrainingInterrupted
 from mlp_cli import files
+from mlp_cli.signals import SignalHandlers, StopFlag
 from mlp_cli.files import write_text
 from mlp_cli.sweep import DATA_KEYS
 
@@ -273,26 +274,6 @@ def sampler_seed(base: int, number: int) -> int:
 # ---------------------------------------------------------------------------------------------- one trial
 
 
-class _Stop:
-    """SIGINT/SIGTERM between trials set the same flag training uses, so a Ctrl-C anywhere stops cleanly."""
-
-    def __init__(self, flag):
-        self.flag = flag
-        self.previous: dict = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, lambda s, f: self.flag.set(s))
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
 def _pruning_callback(trial, metric: str):
     from mlp_cli.train import Callback
 
@@ -333,14 +314,14 @@ class TrialLoop:
         self.metric = config.search.metric
         self.threads = threads
         self.on_trial = on_trial or (lambda row: None)
-        self.stop = stop  # train.StopFlag, shared with every trial's Trainer
+        self.stop = stop  # signals.StopFlag, shared with every trial's Trainer
         self.shared = None
         self.interrupted: TrainingInterrupted | None = None
         self.exhausted = False
         self.ran = 0
 
     def run(self, take_ticket: Callable[[], bool]) -> None:
-        """Call inside `_Stop(stop)`, so that a signal only sets the flag."""
+        """Call inside `SignalHandlers(stop)`, so that a signal only sets the flag."""
         if not self.space.touches_data() and not self.stop:
             from mlp_cli.data import load_dataset
 
@@ -435,27 +416,9 @@ class _Fatal(Exception):
 def tune(config_path: Path, *, trials: int | None = None, storage: str | None = None, study_name: str | None = None,
          workers: int = 1, quiet: bool = False, on_trial: Callable[[TrialRow], None] | None = None) -> TuneResult:
     """Run `trials` more trials of the study (created if new) and write best_config.yaml; Ctrl-C keeps finished trials."""
-    if workers == 1:
-        from mlp_cli.train import StopFlag  # this process trains: training checks the same flag after every step
-
-        stop: StopFlag | _Signalled = StopFlag()
-    else:
-        stop = _Signalled()  # this process only waits for its workers, and needs no torch
-    with _Stop(stop):  # from here on a Ctrl-C only sets the flag, which every step below checks
+    stop = StopFlag()  # training checks it after every step; with workers, this process only waits for them
+    with SignalHandlers(stop):  # from here on a Ctrl-C only sets the flag, which every step below checks
         return _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, stop)
-
-
-class _Signalled:
-    """The signal a waiting process received (train.StopFlag's interface, without importing torch)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
-
-    def set(self, signum: int) -> None:
-        self.signum = signum
 
 
 def _tune(config_path, trials, storage, study_name, workers, quiet, on_trial, stop) -> TuneResult:
@@ -608,7 +571,6 @@ def _worker(config_path, url, name, index, tickets, events, seed, quiet, threads
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda s, f: pending.append(s))
     try:
-        from mlp_cli.train import StopFlag
 
         optuna = import_optuna()
         optuna.logging.set_verbosity(optuna.logging.ERROR if quiet else optuna.logging.WARNING)
@@ -631,7 +593,7 @@ def _worker(config_path, url, name, index, tickets, events, seed, quiet, threads
                 return True
 
         stop = StopFlag()
-        with _Stop(stop):
+        with SignalHandlers(stop):
             if pending:
                 stop.set(pending[0])
             loop = TrialLoop(config, study, space, Path(config.output_dir), stop, seed=seed, threads=threads,
