@@ -42,6 +42,7 @@ __all__ = [
 
 PROGRESS_EVERY_S = 0.1
 VOTE_EVERY = 16  # steps between the ranks' stop votes under torchrun
+PROBE_EVERY_S = 30.0  # the thread probe is repeated at the first epoch start this long after the last one
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Levers:
     fused: bool = True  # fused (single-kernel) optimizer
     fast_step: bool = True  # the fused Adam kernel called directly (components.fast_step)
     fast_forward: bool = True  # forward without nn.Module hook dispatch (model.forward_chain)
+    own_optimizer: bool = True  # optim.FusedOptimizer instead of torch.optim (never imports torch._dynamo)
+    probe_threads: bool = True  # CPU threads chosen by a timed probe (device.probe_threads), not default_threads
 
 
 class Trainer:
@@ -97,6 +100,9 @@ class Trainer:
         self.total_params = 0
         self.started = 0.0  # perf_counter at setup; this session's wall time counts from here
         self.next_save = math.inf  # perf_counter at which the next mid-epoch last.pt is due
+        self.threads = 1
+        self.thread_probes: list[dict] = []  # each probe's record (device.probe_threads), for summary.json
+        self.next_probe = math.inf
 
     # -- setup
 
@@ -140,6 +146,8 @@ class Trainer:
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
         data = self.data if self.data is not None else load_dataset(cfg)
+        if callable(data):  # read on a thread while torch was imported (cli._prefetch_dataset)
+            data = data()
         n_in, n_out = data.n_inputs, data.n_outputs
         self._check_memory(device, n_in, n_out)
         layers = params.count_layers(widths(n_in, n_out, cfg.model), cfg.model.batch_norm)
@@ -163,6 +171,9 @@ class Trainer:
         self.optimizer = make_optimizer(
             tcfg.optimizer, model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, momentum=tcfg.momentum,
             fused=self.levers.fused and fused_available(device),
+            # torch.optim for what our own optimizer does not cover: plateau (its scheduler needs a torch
+            # Optimizer) and compile (which imports torch._dynamo anyway).
+            own=self.levers.own_optimizer and tcfg.scheduler != "plateau" and not tcfg.compile,
         )
         self.scheduler = make_scheduler(
             tcfg.scheduler, self.optimizer, epochs=tcfg.epochs, step_size=tcfg.step_size, gamma=tcfg.gamma,
@@ -173,6 +184,10 @@ class Trainer:
         self.data = data.to(device)
         if stored is not None:
             self._restore(stored)
+        self.threads = threads
+        if device.type == "cpu" and not tcfg.threads and self.levers.probe_threads and self.world.size == 1 \
+                and not tcfg.compile:
+            threads = self._probe_threads()
         if self.stop:  # the last moment at which nothing on disk has changed
             raise TrainingInterrupted(
                 f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
@@ -218,6 +233,40 @@ class Trainer:
             net = torch.compile(net)
         return net
 
+    def _probe_threads(self) -> int:
+        """Times a few real-sized training steps on a scratch copy of the model at 1, 2, ... threads and trains
+        with the fastest count whose results are bit-identical to one thread's (device.probe_threads)."""
+        import copy
+
+        from mlp_cli.device import probe_threads, thread_candidates
+
+        candidates, train = thread_candidates(), self.data.train
+        if len(candidates) < 2 or not isinstance(train, Split):
+            return self.threads
+        batch, n = self.config.train.batch_size, len(train)
+        sizes = sorted({size for size in (min(batch, n), n % batch) if size >= 2})  # full and short last batch
+        batches = [(train.x[:size], train.y[:size]) for size in sizes]
+        model, loss_fn, task = copy.deepcopy(self.model).train(), self.loss_fn, self.config.task
+
+        def step() -> list[torch.Tensor]:
+            outputs = []
+            with torch.random.fork_rng(devices=[]):  # dropout draws the same masks each time, and not the run's
+                torch.manual_seed(0)
+                for xb, yb in batches:
+                    for p in model.parameters():
+                        p.grad = None
+                    loss = loss_fn(model_outputs(model, xb, task).float(), yb)
+                    loss.backward()
+                    outputs += [loss.detach()] + [p.grad for p in model.parameters() if p.grad is not None]
+            return outputs
+
+        self.threads, record = probe_threads(step, candidates)
+        torch.set_num_threads(self.threads)
+        record["epoch"] = self.state.epoch
+        self.thread_probes.append(record)
+        self.next_probe = time.perf_counter() + PROBE_EVERY_S
+        return self.threads
+
     def _diagnostic_batch(self):
         train = self.data.train
         return train.head(min(len(train), max(self.config.train.batch_size, 256)))
@@ -233,6 +282,8 @@ class Trainer:
                 )
                 break
             epoch = self.state.epoch + 1
+            if time.perf_counter() >= self.next_probe:  # the machine may have got busier or quieter
+                self._probe_threads()
             epoch_started = time.perf_counter()
             train_loss = self.train_epoch(epoch)
             report = self.end_epoch(epoch, train_loss, time.perf_counter() - epoch_started)
@@ -468,6 +519,8 @@ class Trainer:
             "stopped_early": state.epoch < cfg.train.epochs,
             "wall_seconds": round(wall, 3),
             "device": str(self.device),
+            "threads": self.threads if self.device.type == "cpu" else None,
+            "thread_probes": self.thread_probes,
             "world_size": self.world.size,
             "train": train,
             "val": val,

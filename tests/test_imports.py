@@ -15,7 +15,7 @@ PACKAGE = Path(mlp_cli.__file__).parent
 LAYERS = {
     "mlp_cli": 0,  # the package itself holds only __version__
     "errors": 1,
-    "files": 2, "tasks": 2, "device": 2,
+    "files": 2, "tasks": 2, "device": 2, "optim": 2,
     "params": 3, "components": 3,
     "config": 4,
     "distributed": 5,
@@ -26,6 +26,7 @@ LAYERS = {
     "checkpoint": 13, "baselines": 13,
     "evaluate": 14,
     "train": 15, "plot": 15,
+    "callback": 5, "signals": 1, "state": 1, "rundir": 14,  # the Trainer's helper modules (refactor #11)
     "render": 16, "sweep": 16,
     "reporter": 17,
     "cli": 18,
