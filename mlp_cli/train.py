@@ -338,8 +338,8 @@ class Trainer:
         optimizer_step = self.optimizer.step if not levers.fast_step else fast_step(self.optimizer) if self.optimizer.state else None
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        # The loss is a sum; seeding backward with world/count turns its gradient into the global batch mean
-        # without a multiplication in the graph. A batch size has at most two values per epoch.
+        # The loss is a sum; scaling it by world/count turns its gradient into the global batch mean. A batch
+        # size has at most two values per epoch.
         seeds = {count: torch.tensor(world.size / count, device=self.device) for count in set(counts)}
         self.net.train()
         distributed = world.size > 1
@@ -353,7 +353,9 @@ class Trainer:
             loss_sum = loss_fn(out.float(), yb)
             for p in parameters:  # zero_grad(set_to_none=True) without the Optimizer's bookkeeping
                 p.grad = None
-            loss_sum.backward(seeds[counts[step]])
+            # Scaled in the graph rather than backward(seed): the same gradients bit for bit (1.0 * seed is seed),
+            # but backward with a gradient argument imports torch.fx's symbolic shapes and sympy (0.5-1 s).
+            (loss_sum * seeds[counts[step]]).backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
             if optimizer_step is None:
