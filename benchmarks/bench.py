@@ -24,6 +24,8 @@ Sections:
              (3) one gather per epoch vs per-batch gathers, (4) inference_mode vs no_grad, (5) torch.compile,
              (6) calling the fused Adam kernel directly vs torch.optim.Adam.step
     profile  where mlp's epoch goes: direct-kernel, autograd-free and matmul-only floors; torch.profiler top ops
+    startup  what #13's levers buy, each against what it replaced: own optimizer vs torch.optim, the no-hidden
+             baseline's fit vs torch.optim.LBFGS, reading data while torch imports, the thread probe's cost
     flops    achieved GFLOP/s of mlp's 200k-row epoch (6 FLOP per parameter per row) against the peak of a large
              fp32 matmul on the same cores, at 1 and 2 threads
 
@@ -435,6 +437,7 @@ class Bench:
         self._big: Workload | None = None
         self.checkpoint: Path | None = None  # satimage best.pt from (d), reused by (f)
         self.satimage_rss: int | None = None
+        self.before: Path | None = None  # --before: an older checkout run beside this one in section d
 
     @property
     def sat(self) -> Workload:
@@ -565,10 +568,13 @@ class Bench:
         sk_cmd = [sys.executable, str(script), str(SATIMAGE_TRAIN), str(SATIMAGE_TEST)]
         one_thread = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         runs: dict[str, list[Proc]] = {"mlp": [], "sklearn": [], "sklearn-1": []}
+        before_cmd = self._before_cmd(mlp_cmd)
         for _ in range(self.scale.process_reps):
             runs["mlp"].append(run_process(mlp_cmd))
             runs["sklearn"].append(run_process(sk_cmd))
             runs["sklearn-1"].append(run_process(sk_cmd, env=one_thread))
+            if before_cmd:
+                runs.setdefault("before", []).append(run_process(*before_cmd))
         summary = json.loads(runs["mlp"][-1].stdout)
         mlp_acc = summary["test"]["accuracy"]
         sk_acc = json.loads(runs["sklearn"][-1].stdout.strip().splitlines()[-1])["accuracy"]
@@ -577,6 +583,9 @@ class Bench:
                        "sklearn", TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
         self.ratio_row("d", "  same, sklearn script with OPENBLAS_NUM_THREADS=1", times, "mlp", "sklearn-1",
                        TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
+        if "before" in times:
+            self.ratio_row("d", "  mlp after / before (--before checkout)", times, "mlp", "before", fmt=secs)
+            self.ratio_row("d", "  before: mlp train / sklearn script", times, "before", "sklearn", fmt=secs)
         inside = summary["wall_seconds"]
         self.report.add("d", "  mlp: in-run wall (setup..summary) / process start-up+exit",
                         f"{secs(inside)} / {secs(median(times['mlp']) - inside)} ({summary['epochs_run']} epochs, "
@@ -588,6 +597,14 @@ class Bench:
         self.satimage_rss = median([p.peak_rss for p in runs["mlp"]])
         self.report.add("d", "mlp train satimage peak RSS", f"{self.satimage_rss / 2**20:.0f} MiB")
         self._process_big()
+
+    def _before_cmd(self, mlp_cmd: list[str]):
+        """The same `mlp train` command run from the --before checkout (python -m mlp_cli on its PYTHONPATH)."""
+        if self.before is None:
+            return None
+        env = {**os.environ, "PYTHONPATH": str(self.before)}
+        # -P: not the current directory (this checkout) first on sys.path, so the older code is what runs.
+        return [sys.executable, "-P", "-m", "mlp_cli", *mlp_cmd[1:]], env
 
     def _process_big(self) -> None:
         """The issue's second shape: a 200k x 54 CSV named as both train and test, 54-256-256-7, 2 epochs."""
@@ -607,12 +624,18 @@ class Bench:
         sk_cmd = [sys.executable, str(script), str(csv)]
         csv.read_bytes()  # into the page cache, so the first timed process does not pay the disk
         runs: dict[str, list[Proc]] = {"mlp": [], "sklearn": []}
+        before_cmd = self._before_cmd(mlp_cmd)
         for _ in range(self.scale.process_reps):
             runs["mlp"].append(run_process(mlp_cmd))
             runs["sklearn"].append(run_process(sk_cmd))
+            if before_cmd:
+                runs.setdefault("before", []).append(run_process(*before_cmd))
         times = {k: [p.seconds for p in v] for k, v in runs.items()}
         name = f"{rows // 1000}k x54 CSV 54-256-256-7 2 epochs whole process: mlp train / sklearn script"
         self.ratio_row("d", name, times, "mlp", "sklearn", TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
+        if "before" in times:
+            self.ratio_row("d", "  mlp after / before (--before checkout)", times, "mlp", "before", fmt=secs)
+            self.ratio_row("d", "  before: mlp train / sklearn script", times, "before", "sklearn", fmt=secs)
         summary = json.loads(runs["mlp"][-1].stdout)
         sk = json.loads(runs["sklearn"][-1].stdout.strip().splitlines()[-1])
         self.report.add("d", "  mlp: in-run wall / epochs / threads / test accuracy",
@@ -729,6 +752,10 @@ class Bench:
         self.lever_inference_mode()
         self.lever_compile()
         self.lever_lean_optimizer()
+        self.section_startup()
+
+    def section_startup(self) -> None:
+        self.lever_optimizer(own_only=True)
         self.lever_baseline()
         self.lever_prefetch()
         self.lever_probe()
@@ -801,7 +828,7 @@ class Bench:
 
         return epoch
 
-    def lever_optimizer(self) -> None:
+    def lever_optimizer(self, own_only: bool = False) -> None:
         from mlp_cli.components import optimizer as make_optimizer
 
         from mlp_cli.optim import FusedOptimizer
@@ -813,11 +840,15 @@ class Bench:
             # What Levers(fused=False) gives: torch's default, which on CPU is the per-tensor for-loop.
             "for-loop": lambda p: make_optimizer("adam", p, lr=1e-3, weight_decay=0.0, momentum=0.9, fused=False),
         }
+        if own_only:
+            del variants["foreach"], variants["for-loop"]
         for w, reps, fmt in ((self.sat, self.scale.small_reps, ms), (self.big, self.scale.big_reps, secs)):
             times = self.compare(w, {k: self._with_optimizer(w, v) for k, v in variants.items()}, reps,
                                  warmup=self._warmup(w))
             self.ratio_row("lev", f"1 Adam {w.name}: own FusedOptimizer / torch.optim fused (+ direct kernel)", times,
                            "own", "fused", fmt=fmt)
+            if own_only:
+                continue
             self.ratio_row("lev", f"1 Adam {w.name}: fused / foreach", times, "fused", "foreach", fmt=fmt)
             self.ratio_row("lev", f"1 Adam {w.name}: fused / for-loop (Levers(fused=False))", times, "fused", "for-loop",
                            fmt=fmt)
@@ -1171,7 +1202,7 @@ def load_line(when: str) -> str:
     return f"load average {when}: {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
-SECTIONS = ("d", "a", "b", "c", "e", "f", "flops", "levers", "profile")
+SECTIONS = ("d", "a", "b", "c", "e", "f", "flops", "startup", "levers", "profile")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1181,6 +1212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", action="store_true", help="shorthand for --only levers")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
     parser.add_argument("--keep", action="store_true", help=f"keep scratch files in {OUT}")
+    parser.add_argument("--before", type=Path, help="a checkout of an earlier mlp commit: section d also runs its "
+                        "`python -m mlp_cli train`, interleaved, for before/after rows")
     args = parser.parse_args(argv)
     if args.list:
         print(__doc__.split("Sections:")[1].split("How to read")[0].rstrip())
@@ -1198,6 +1231,7 @@ def main(argv: list[str] | None = None) -> int:
     header = machine_lines()
     print("\n".join(header), flush=True)
     bench = Bench(scale, report)
+    bench.before = args.before.resolve() if args.before else None
     started = time.perf_counter()
     for name in SECTIONS:  # fixed order: (f) reuses the checkpoint (d) trains; (d), whole process, comes first
         if name in chosen:
