@@ -175,8 +175,10 @@ class EpochSchedule:
                 "_last_lr": [self.lr_at(self.last_epoch)]}
 
     def load_state_dict(self, stored: dict) -> None:
+        """As torch's schedulers do: the stored schedule (T_max, step_size, gamma) wins over the one built."""
         self.base_lrs = list(stored["base_lrs"])
         self.last_epoch = stored["last_epoch"]
+        self.options.update({k: stored[k] for k in ("T_max", "step_size", "gamma") if k in stored})
 
 
 def cosine_lr(base: float, epoch: int, t_max: int, eta_min: float = 0.0) -> float:

@@ -117,9 +117,13 @@ def test_schedules_give_torch_lr_sequence_exactly(kind, make):
         assert ours_opt.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]  # exact: same recurrence
     assert ours.state_dict() == theirs.state_dict()
     again = EpochSchedule(kind, FusedOptimizer("adam", [torch.zeros(2, requires_grad=True)], lr=0.003, weight_decay=0.0),
-                          T_max=17, step_size=4, gamma=0.3)
-    again.load_state_dict(theirs.state_dict())  # a last.pt written with torch's scheduler
+                          T_max=30, step_size=7, gamma=0.5)
+    again.load_state_dict(theirs.state_dict())  # a last.pt written with torch's scheduler: its schedule wins
     assert again.last_epoch == 17 and again.lr_at(17) == theirs_opt.param_groups[0]["lr"]
+    for _ in range(5):  # past T_max too, where CosineAnnealingLR turns back up
+        theirs.step()
+        again.step()
+        assert again.optimizer.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]
 
 
 def test_short_training_never_imports_dynamo(tmp_path, multiclass_config):
