@@ -25,7 +25,7 @@ Sections:
              (6) calling the fused Adam kernel directly vs torch.optim.Adam.step
     profile  where mlp's epoch goes: direct-kernel, autograd-free and matmul-only floors; torch.profiler top ops
     startup  what #13's levers buy, each against what it replaced: own optimizer vs torch.optim, the no-hidden
-             baseline's fit vs torch.optim.LBFGS, reading data while torch imports, the thread probe's cost
+             baseline's fit vs torch.optim.LBFGS, the thread probe's cost
     flops    achieved GFLOP/s of mlp's 200k-row epoch (6 FLOP per parameter per row) against the peak of a large
              fp32 matmul on the same cores, at 1 and 2 threads
 
@@ -757,7 +757,6 @@ class Bench:
     def section_startup(self) -> None:
         self.lever_optimizer(own_only=True)
         self.lever_baseline()
-        self.lever_prefetch()
         self.lever_probe()
 
     def lever_baseline(self) -> None:
@@ -783,20 +782,6 @@ class Bench:
             self.report.add("lev", "  test loss, accuracy: own fit vs torch LBFGS",
                             f"{results['ours']['loss']:.4f}, {results['ours']['accuracy']:.4f} vs "
                             f"{results['old']['loss']:.4f}, {results['old']['accuracy']:.4f}")
-
-    def lever_prefetch(self) -> None:
-        """Reading the data on a thread while torch imports (cli._prefetch_dataset) vs one after the other; two
-        fresh processes per round, the satimage config."""
-        sequential = ("from mlp_cli.config import load_config; from mlp_cli.data import load_dataset;"
-                      f"c = load_config({str(SATIMAGE_CONFIG)!r}); d = load_dataset(c); import torch")
-        overlapped = ("from mlp_cli.config import load_config; from mlp_cli.cli import _prefetch_dataset;"
-                      f"c = load_config({str(SATIMAGE_CONFIG)!r}); f = _prefetch_dataset(c); import torch; d = f()")
-        runs = {"overlapped": [], "sequential": []}
-        for _ in range(max(3, self.scale.process_reps)):
-            for name, code in (("overlapped", overlapped), ("sequential", sequential)):
-                runs[name].append(run_process([sys.executable, "-c", code]).seconds)
-        self.ratio_row("lev", "9 satimage data read during import torch: overlapped / sequential (processes)", runs,
-                       "overlapped", "sequential", fmt=secs)
 
     def lever_probe(self) -> None:
         """What the thread probe costs (it runs at setup and every PROBE_EVERY_S) against one training epoch."""

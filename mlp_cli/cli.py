@@ -204,7 +204,6 @@ def train(
         Trainer(resolved, overwrite=overwrite, resume=resume).check_run_dir()
         load_dataset(resolved)
         raise typer.Exit(launch(sys.argv[1:], nproc))
-    data = _prefetch_dataset(resolved)  # before the first torch import below
     from mlp_cli.distributed import world_from_env
 
     world = world_from_env(resolved)
@@ -220,7 +219,7 @@ def train(
 
         reporter = RichReporter(err, final_tables=False)
     try:
-        summary = run_training(resolved, callback=reporter, overwrite=overwrite, resume=resume, world=world, data=data)
+        summary = run_training(resolved, callback=reporter, overwrite=overwrite, resume=resume, world=world)
     except TrainingInterrupted as exc:
         command = shlex.join(["mlp", "train", str(config), *overrides, "--resume"])
         raise TrainingInterrupted(f"{exc}\nresume with: {command}", exc.exit_code - 128) from None
@@ -232,38 +231,6 @@ def train(
         from mlp_cli.files import json_safe
 
         sys.stdout.write(json.dumps(json_safe(summary), indent=2) + "\n")
-
-
-def _prefetch_dataset(config):
-    """Reads and parses the data on a thread while this one imports torch (about 1 s): pyarrow's CSV and Parquet
-    readers release the GIL. Returns a function giving the Dataset (or raising its error) when the Trainer asks,
-    so errors still come in their usual order; None for streamed data, which is read during training."""
-    if config.data.streaming:
-        return None
-    import threading
-
-    import numpy  # noqa: F401  imported here first, so the two threads never import it at once
-
-    from mlp_cli.data import load_dataset
-
-    box: dict = {}
-
-    def work() -> None:
-        try:
-            box["data"] = load_dataset(config)
-        except BaseException as exc:  # handed to the main thread, which raises it where it would have
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, name="mlp-read-data", daemon=True)
-    thread.start()
-
-    def result():
-        thread.join()
-        if "error" in box:
-            raise box.pop("error")
-        return box["data"]
-
-    return result
 
 
 # ---------------------------------------------------------------------------------------------- eval / predict

@@ -146,8 +146,6 @@ class Trainer:
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
         data = self.data if self.data is not None else load_dataset(cfg)
-        if callable(data):  # read on a thread while torch was imported (cli._prefetch_dataset)
-            data = data()
         n_in, n_out = data.n_inputs, data.n_outputs
         self._check_memory(device, n_in, n_out)
         layers = params.count_layers(widths(n_in, n_out, cfg.model), cfg.model.batch_norm)
