@@ -15,13 +15,19 @@ Sections:
     c  vs scikit-learn MLPClassifier per epoch: satimage 36-64-64-6 (batch 128) and a synthetic 200k x 54 table
        54-256-256-7 (batch 256); scikit-learn runs in a worker process, with its default BLAS threads and with
        BLAS limited to mlp's thread count
-    d  whole process to a tested model: `mlp train configs/satimage.yaml` vs a scikit-learn script (subprocesses)
+    d  whole process to a tested model, shell prompt to shell prompt (subprocesses, interleaved): `mlp train
+       configs/satimage.yaml` vs a StandardScaler + MLPClassifier((64,64)) script; and a 200,000 x 54 CSV (one file
+       named as train and test), 54-256-256-7, 2 epochs, batch 256, vs MLPClassifier((256,256), max_iter=2)
     e  CLI latency: `mlp --help`, `mlp params 6,3,5,4,3` (plus the cost of `import torch` and of torch.optim)
     f  `mlp predict` rows/s on a 1M-row CSV and peak RSS of `mlp train` on it (1 epoch); predict's CSV formatting
     levers   each measured as a ratio in the same run: (1) fused vs foreach vs for-loop Adam, (2) 1 vs N threads,
              (3) one gather per epoch vs per-batch gathers, (4) inference_mode vs no_grad, (5) torch.compile,
              (6) calling the fused Adam kernel directly vs torch.optim.Adam.step
     profile  where mlp's epoch goes: direct-kernel, autograd-free and matmul-only floors; torch.profiler top ops
+    startup  what #13's levers buy, each against what it replaced: own optimizer vs torch.optim, the no-hidden
+             baseline's fit vs torch.optim.LBFGS, the thread probe's cost
+    flops    achieved GFLOP/s of mlp's 200k-row epoch (6 FLOP per parameter per row) against the peak of a large
+             fp32 matmul on the same cores, at 1 and 2 threads
 
 How to read it: the machine is shared and noisy, so every comparison runs its variants interleaved (A, B, A, B, ...)
 in one process and reports medians; ratios are ratios of those medians, measured in the same run. Absolute times
@@ -65,6 +71,7 @@ TARGET_DATALOADER = 1 / 1.5  # mlp / DataLoader loop
 TARGET_SKLEARN = 1 / 1.5  # mlp / scikit-learn per epoch
 TARGET_ACCURACY = 0.90
 TARGET_CLI_S = 0.3
+TARGET_PROCESS = 1 / 1.5  # mlp train / scikit-learn script, whole process
 
 
 @dataclass
@@ -430,6 +437,7 @@ class Bench:
         self._big: Workload | None = None
         self.checkpoint: Path | None = None  # satimage best.pt from (d), reused by (f)
         self.satimage_rss: int | None = None
+        self.before: Path | None = None  # --before: an older checkout run beside this one in section d
 
     @property
     def sat(self) -> Workload:
@@ -560,28 +568,81 @@ class Bench:
         sk_cmd = [sys.executable, str(script), str(SATIMAGE_TRAIN), str(SATIMAGE_TEST)]
         one_thread = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         runs: dict[str, list[Proc]] = {"mlp": [], "sklearn": [], "sklearn-1": []}
+        before_cmd = self._before_cmd(mlp_cmd)
         for _ in range(self.scale.process_reps):
             runs["mlp"].append(run_process(mlp_cmd))
             runs["sklearn"].append(run_process(sk_cmd))
             runs["sklearn-1"].append(run_process(sk_cmd, env=one_thread))
+            if before_cmd:
+                runs.setdefault("before", []).append(run_process(*before_cmd))
         summary = json.loads(runs["mlp"][-1].stdout)
         mlp_acc = summary["test"]["accuracy"]
         sk_acc = json.loads(runs["sklearn"][-1].stdout.strip().splitlines()[-1])["accuracy"]
         times = {k: [p.seconds for p in v] for k, v in runs.items()}
         self.ratio_row("d", "satimage whole process to tested model: mlp train / sklearn script", times, "mlp",
-                       "sklearn", 1.0, "< 1", fmt=secs)
-        self.ratio_row("d", "  same, sklearn script with OPENBLAS_NUM_THREADS=1", times, "mlp", "sklearn-1", 1.0, "< 1",
-                       fmt=secs)
+                       "sklearn", TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
+        self.ratio_row("d", "  same, sklearn script with OPENBLAS_NUM_THREADS=1", times, "mlp", "sklearn-1",
+                       TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
+        if "before" in times:
+            self.ratio_row("d", "  mlp after / before (--before checkout)", times, "mlp", "before", fmt=secs)
+            self.ratio_row("d", "  before: mlp train / sklearn script", times, "before", "sklearn", fmt=secs)
         inside = summary["wall_seconds"]
         self.report.add("d", "  mlp: in-run wall (setup..summary) / process start-up+exit",
                         f"{secs(inside)} / {secs(median(times['mlp']) - inside)} ({summary['epochs_run']} epochs, "
-                        f"best {summary['best_epoch']})")
+                        f"best {summary['best_epoch']}, threads {summary.get('threads')})")
         self.report.add("d", "mlp test accuracy (configs/satimage.yaml)", f"{mlp_acc:.4f}", None, ">= 0.90",
                         mlp_acc >= TARGET_ACCURACY)
         self.report.add("d", "sklearn MLPClassifier((64,64), max_iter=300) test accuracy", f"{sk_acc:.4f}")
         self.checkpoint = run_dir / "best.pt"
         self.satimage_rss = median([p.peak_rss for p in runs["mlp"]])
         self.report.add("d", "mlp train satimage peak RSS", f"{self.satimage_rss / 2**20:.0f} MiB")
+        self._process_big()
+
+    def _before_cmd(self, mlp_cmd: list[str]):
+        """The same `mlp train` command run from the --before checkout (python -m mlp_cli on its PYTHONPATH)."""
+        if self.before is None:
+            return None
+        env = {**os.environ, "PYTHONPATH": str(self.before)}
+        # -P: not the current directory (this checkout) first on sys.path, so the older code is what runs.
+        return [sys.executable, "-P", "-m", "mlp_cli", *mlp_cmd[1:]], env
+
+    def _process_big(self) -> None:
+        """The issue's second shape: a 200k x 54 CSV named as both train and test, 54-256-256-7, 2 epochs."""
+        rows = self.scale.big_rows
+        csv = OUT / f"synthetic_{rows}x54.csv"
+        if not csv.exists():
+            write_csv(csv, *synthetic_table(rows))
+        config = OUT / "big_process.yaml"
+        config.write_text(
+            f"task: multiclass\ndata: {{train: {csv}, test: {csv}, target: label, val_fraction: 0.0}}\n"
+            "model: {hidden: [256, 256]}\n"
+            "train: {epochs: 2, batch_size: 256, optimizer: adam, lr: 0.001, early_stopping: 0, device: cpu, seed: 0}\n"
+            f"output_dir: {OUT / 'runs/big_process'}\n")
+        script = OUT / "sklearn_big.py"
+        script.write_text(SKLEARN_BIG_SCRIPT)
+        mlp_cmd = [str(MLP), "train", str(config), "--overwrite", "--quiet", "--json"]
+        sk_cmd = [sys.executable, str(script), str(csv)]
+        csv.read_bytes()  # into the page cache, so the first timed process does not pay the disk
+        runs: dict[str, list[Proc]] = {"mlp": [], "sklearn": []}
+        before_cmd = self._before_cmd(mlp_cmd)
+        for _ in range(self.scale.process_reps):
+            runs["mlp"].append(run_process(mlp_cmd))
+            runs["sklearn"].append(run_process(sk_cmd))
+            if before_cmd:
+                runs.setdefault("before", []).append(run_process(*before_cmd))
+        times = {k: [p.seconds for p in v] for k, v in runs.items()}
+        name = f"{rows // 1000}k x54 CSV 54-256-256-7 2 epochs whole process: mlp train / sklearn script"
+        self.ratio_row("d", name, times, "mlp", "sklearn", TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
+        if "before" in times:
+            self.ratio_row("d", "  mlp after / before (--before checkout)", times, "mlp", "before", fmt=secs)
+            self.ratio_row("d", "  before: mlp train / sklearn script", times, "before", "sklearn", fmt=secs)
+        summary = json.loads(runs["mlp"][-1].stdout)
+        sk = json.loads(runs["sklearn"][-1].stdout.strip().splitlines()[-1])
+        self.report.add("d", "  mlp: in-run wall / epochs / threads / test accuracy",
+                        f"{secs(summary['wall_seconds'])} / {median(r['seconds'] for r in summary_history(OUT / 'runs/big_process')):.3f} s"
+                        f" per epoch / {summary.get('threads')} / {summary['test']['accuracy']:.4f}")
+        self.report.add("d", "  sklearn: read / fit / test accuracy",
+                        f"{sk['read_s']:.3f} s / {sk['fit_s']:.3f} s / {sk['accuracy']:.4f}")
 
     # -- e
 
@@ -653,6 +714,35 @@ class Bench:
                      "train.epochs=3"])
         return run_dir / "best.pt"
 
+    # -- flops
+
+    def section_flops(self) -> None:
+        """Achieved GFLOP/s of mlp's 200k epoch against a large fp32 matmul's, at 1 and 2 threads (interleaved)."""
+        w = self.big
+        params = sum(p.numel() for p in w.trainer.model.parameters())
+        work = 6 * params * len(w.x)  # forward 2, backward 4 FLOP per parameter per row
+        size = 2048
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        counts = [1, 2] if (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1) >= 2 else [1]
+
+        def at(n: int, fn: Callable[[], object]) -> Callable[[], object]:
+            def run():
+                with threads(n):
+                    return fn()
+            return run
+
+        variants = {}
+        for n in counts:
+            variants[f"matmul-{n}"] = at(n, lambda: [torch.mm(a, b) for _ in range(5)])
+            variants[f"epoch-{n}"] = at(n, w.mlp_epoch)
+        times = interleaved(variants, self.scale.big_reps, warmup=1)
+        for n in counts:
+            peak = 5 * 2 * size**3 / median(times[f"matmul-{n}"]) / 1e9
+            got = work / median(times[f"epoch-{n}"]) / 1e9
+            self.report.add("flops", f"{w.name} epoch, {n} thread(s): achieved / matmul {size}^3 peak",
+                            f"{got:.1f} / {peak:.1f} GFLOP/s ({secs(median(times[f'epoch-{n}']))} per epoch)", got / peak)
+        self.report.data["flops"] = {"params": params, "rows": len(w.x), "times": times}
+
     # -- levers
 
     def section_levers(self) -> None:
@@ -662,6 +752,43 @@ class Bench:
         self.lever_inference_mode()
         self.lever_compile()
         self.lever_lean_optimizer()
+        self.section_startup()
+
+    def section_startup(self) -> None:
+        self.lever_optimizer(own_only=True)
+        self.lever_baseline()
+        self.lever_probe()
+
+    def lever_baseline(self) -> None:
+        """The no-hidden-layer baseline: mlp's (closed form / own L-BFGS on <= 20,000 rows) vs what it replaced
+        (torch.optim.LBFGS, 200 strong-Wolfe iterations over up to 200,000 rows), with the training epoch for scale."""
+        from mlp_cli.baselines import linear_baseline
+
+        for w, fmt in ((self.sat, ms), (self.big, secs)):
+            trainer = w.trainer
+            target = trainer.data.test if trainer.data.test is not None else trainer.data.val
+            results = {}
+
+            def ours(trainer=trainer, target=target):
+                results["ours"] = linear_baseline(trainer.config, trainer.data, target, trainer.device)
+
+            def old(trainer=trainer, target=target):
+                results["old"] = old_linear_baseline(trainer.config, trainer.data, target)
+
+            times = self.compare(w, {"ours": ours, "old": old, "epoch": w.mlp_epoch}, 3, warmup=0)
+            self.ratio_row("lev", f"8 no-hidden baseline {w.name}: own fit / torch LBFGS", times, "ours", "old", fmt=fmt)
+            self.report.add("lev", "  own fit / one training epoch", f"{fmt(median(times['ours']))}",
+                            median(times["ours"]) / median(times["epoch"]))
+            self.report.add("lev", "  test loss, accuracy: own fit vs torch LBFGS",
+                            f"{results['ours']['loss']:.4f}, {results['ours']['accuracy']:.4f} vs "
+                            f"{results['old']['loss']:.4f}, {results['old']['accuracy']:.4f}")
+
+    def lever_probe(self) -> None:
+        """What the thread probe costs (it runs at setup and every PROBE_EVERY_S) against one training epoch."""
+        for w, fmt in ((self.sat, ms), (self.big, secs)):
+            times = self.compare(w, {"probe": w.trainer._probe_threads, "epoch": w.mlp_epoch}, 3, warmup=0)
+            self.ratio_row("lev", f"10 thread probe {w.name}: probe / epoch (chose {w.trainer.threads})", times,
+                           "probe", "epoch", fmt=fmt)
 
     def lever_lean_optimizer(self) -> None:
         """mlp's own hot-path levers, switched off through the Trainer's `levers` option (read at each epoch start)."""
@@ -686,18 +813,27 @@ class Bench:
 
         return epoch
 
-    def lever_optimizer(self) -> None:
+    def lever_optimizer(self, own_only: bool = False) -> None:
         from mlp_cli.components import optimizer as make_optimizer
 
+        from mlp_cli.optim import FusedOptimizer
+
         variants = {
+            "own": lambda p: FusedOptimizer("adam", p, lr=1e-3, weight_decay=0.0),
             "fused": lambda p: make_optimizer("adam", p, lr=1e-3, weight_decay=0.0, momentum=0.9, fused=True),
             "foreach": lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True),
             # What Levers(fused=False) gives: torch's default, which on CPU is the per-tensor for-loop.
             "for-loop": lambda p: make_optimizer("adam", p, lr=1e-3, weight_decay=0.0, momentum=0.9, fused=False),
         }
+        if own_only:
+            del variants["foreach"], variants["for-loop"]
         for w, reps, fmt in ((self.sat, self.scale.small_reps, ms), (self.big, self.scale.big_reps, secs)):
             times = self.compare(w, {k: self._with_optimizer(w, v) for k, v in variants.items()}, reps,
                                  warmup=self._warmup(w))
+            self.ratio_row("lev", f"1 Adam {w.name}: own FusedOptimizer / torch.optim fused (+ direct kernel)", times,
+                           "own", "fused", fmt=fmt)
+            if own_only:
+                continue
             self.ratio_row("lev", f"1 Adam {w.name}: fused / foreach", times, "fused", "foreach", fmt=fmt)
             self.ratio_row("lev", f"1 Adam {w.name}: fused / for-loop (Levers(fused=False))", times, "fused", "for-loop",
                            fmt=fmt)
@@ -820,6 +956,36 @@ class Bench:
         print(events.table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def old_linear_baseline(config, data, split) -> dict:
+    """The no-hidden baseline as mlp computed it before #13: torch.optim.LBFGS, 200 iterations, <= 200,000 rows."""
+    from mlp_cli.baselines import _metrics
+    from mlp_cli.components import loss_function
+    from mlp_cli.tasks import TASKS
+
+    generator = torch.Generator().manual_seed(config.train.seed)
+    x, y = data.train.x, data.train.y
+    if len(x) > 200_000:
+        pick = torch.randperm(len(x), generator=generator)[:200_000]
+        x, y = x[pick], y[pick]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        model = torch.nn.Linear(data.n_inputs, data.n_outputs)
+    loss_fn = loss_function(config.loss_name)
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        out = TASKS[config.task].squeeze(model(x))
+        loss = loss_fn(out, y) / len(x) + 0.5 * config.train.weight_decay * model.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        out = TASKS[config.task].squeeze(model(split.x))
+    return _metrics(config, data, split, out)
+
+
 def without_lever(trainer, lever: str, fn: Callable[[], object]) -> Callable[[], object]:
     """`fn` run with the trainer's `lever` (a field of mlp_cli.train.Levers) switched off, and on again afterwards."""
     from dataclasses import replace
@@ -911,6 +1077,41 @@ print(json.dumps({"accuracy": clf.score(scaler.transform(x_test), y_test), "epoc
 '''
 
 
+SKLEARN_BIG_SCRIPT = '''\
+"""The scikit-learn reference for the 200k x 54 CSV: pyarrow's CSV reader, StandardScaler, MLPClassifier((256, 256)),
+2 epochs of Adam at batch 256, scored on the test file (the same file, as in mlp's config)."""
+import json, sys, time, warnings
+started = time.perf_counter()
+import numpy as np
+import pyarrow.csv as pacsv
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+
+table = pacsv.read_csv(sys.argv[1])
+x = np.column_stack([table.column(i).to_numpy() for i in range(table.num_columns - 1)]).astype(np.float32)
+y = table.column(table.num_columns - 1).to_numpy()
+read = time.perf_counter() - started
+warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter
+scaler = StandardScaler().fit(x)
+fit_started = time.perf_counter()
+clf = MLPClassifier((256, 256), batch_size=256, max_iter=2, learning_rate_init=1e-3, random_state=0)
+clf.fit(scaler.transform(x), y)
+fit = time.perf_counter() - fit_started
+print(json.dumps({"accuracy": clf.score(scaler.transform(x), y), "read_s": read, "fit_s": fit}))
+'''
+
+
+def write_csv(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    columns = {f"f{j}": x[:, j] for j in range(x.shape[1])}
+    columns["label"] = y.astype(np.int64)
+    tmp = path.with_suffix(".tmp")
+    pacsv.write_csv(pa.table(columns), tmp)
+    tmp.replace(path)
+
+
 def write_satimage_like_csv(path: Path, rows: int, seed: int = 0) -> None:
     """`rows` satimage training rows drawn with replacement, integer noise of +-3 added; labels come along."""
     import pyarrow as pa
@@ -986,7 +1187,7 @@ def load_line(when: str) -> str:
     return f"load average {when}: {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
-SECTIONS = ("a", "b", "c", "d", "e", "f", "levers", "profile")
+SECTIONS = ("d", "a", "b", "c", "e", "f", "flops", "startup", "levers", "profile")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -996,6 +1197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", action="store_true", help="shorthand for --only levers")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
     parser.add_argument("--keep", action="store_true", help=f"keep scratch files in {OUT}")
+    parser.add_argument("--before", type=Path, help="a checkout of an earlier mlp commit: section d also runs its "
+                        "`python -m mlp_cli train`, interleaved, for before/after rows")
     args = parser.parse_args(argv)
     if args.list:
         print(__doc__.split("Sections:")[1].split("How to read")[0].rstrip())
@@ -1013,8 +1216,9 @@ def main(argv: list[str] | None = None) -> int:
     header = machine_lines()
     print("\n".join(header), flush=True)
     bench = Bench(scale, report)
+    bench.before = args.before.resolve() if args.before else None
     started = time.perf_counter()
-    for name in SECTIONS:  # fixed order: (f) reuses the checkpoint (d) trains
+    for name in SECTIONS:  # fixed order: (f) reuses the checkpoint (d) trains; (d), whole process, comes first
         if name in chosen:
             print(f"\n== section {name}", flush=True)
             section_started = time.perf_counter()

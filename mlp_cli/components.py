@@ -85,10 +85,18 @@ def loss_function(name: str):
     return getattr(nn, LOSSES[name].torch_name)(reduction="sum")
 
 
-def optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: float, fused: bool | None):
-    """A torch optimizer; `fused` picks torch's single-kernel implementation where the build has one."""
+def optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: float, fused: bool | None,
+              own: bool = False):
+    """A torch optimizer; `fused` picks torch's single-kernel implementation where the build has one.
+
+    With `own` (and `fused`), mlp's optim.FusedOptimizer calls the same kernels without importing torch._dynamo.
+    """
     import torch
 
+    if own and fused:
+        from mlp_cli.optim import FusedOptimizer
+
+        return FusedOptimizer(name, params, lr=lr, weight_decay=weight_decay, momentum=momentum)
     options: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
     if fused:
         options["fused"] = True
@@ -102,11 +110,15 @@ def optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: fl
 
 
 def scheduler(name: str, optimizer, *, epochs: int, step_size: int, gamma: float, patience: int):
-    """A torch LR scheduler stepped once per epoch, or None for `none`."""
+    """A torch LR scheduler stepped once per epoch, or None for `none` (optim.EpochSchedule for mlp's own optimizer)."""
     import torch.optim.lr_scheduler as sched
 
     if name == "none":
         return None
+    if name in ("cosine", "step") and type(optimizer).__name__ == "FusedOptimizer":
+        from mlp_cli.optim import EpochSchedule
+
+        return EpochSchedule(name, optimizer, T_max=epochs, step_size=step_size, gamma=gamma)
     if name == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=epochs)
     if name == "step":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
+import time
 
 import torch
 
@@ -38,6 +40,72 @@ def default_threads(n_params: int) -> int:
     if n_params < 50_000 or cores <= 2:
         return 1
     return min(cores // 2, 8)
+
+
+PROBE_REPS = 3  # timed rounds per thread count (medians)
+PROBE_GAIN = 0.9  # more threads must take at most 90 % of the time of fewer: OpenMP hand-offs are a risk when busy
+PROBE_MIN_STEP_S = 0.002  # a 1-thread step shorter than this is all dispatch overhead: threads cannot pay
+
+
+def thread_candidates(cores: int | None = None) -> list[int]:
+    """1, 2, 4 and 8 threads, as far as the usable cores go."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return [n for n in (1, 2, 4, 8) if n <= cores]
+
+
+def probe_threads(step, candidates: list[int], reps: int = PROBE_REPS) -> tuple[int, dict]:
+    """The thread count to train with, chosen by timing `step` (a few real-sized training steps on a scratch copy
+    of the model; returns tensors) at each candidate count, interleaved, medians of `reps`.
+
+    Only counts whose `step` outputs equal the 1-thread outputs bit for bit take part: GEMM and reductions may
+    split their sums differently with more threads (not here: MKL, AVX-512, the shapes of mlp's nets, but nothing
+    guarantees it), and then a run's weights would depend on how busy the machine was when it started. So the
+    choice changes the time only, never the results, and resume or a re-probe may pick another count.
+
+    Cheap by design: when one thread's step takes under PROBE_MIN_STEP_S, the net is too small for threads to pay
+    and no other count is tried; a count over twice as slow as the best so far (OpenMP waiting for a core another
+    process holds) is dropped after one round. Returns the count and a record of the probe for summary.json.
+    """
+    before = torch.get_num_threads()
+    first = candidates[0]
+    times: dict[int, list[float]] = {n: [] for n in candidates}
+    excluded: list[int] = []
+
+    def timed(n: int):
+        torch.set_num_threads(n)
+        started = time.perf_counter()
+        out = step()
+        times[n].append(time.perf_counter() - started)
+        return out
+
+    try:
+        timed(first)  # warm-up: first-call allocations
+        times[first].clear()
+        reference = timed(first)
+        alive = [first]
+        if times[first][0] >= PROBE_MIN_STEP_S:
+            for n in candidates[1:]:
+                out = timed(n)
+                if all(torch.equal(a, b) for a, b in zip(out, reference)):
+                    alive.append(n)
+                else:
+                    excluded.append(n)
+            for _ in range(reps - 1):
+                best = min(statistics.median(times[n]) for n in alive)
+                alive = [n for n in alive if n == first or statistics.median(times[n]) <= 2 * best]
+                for n in alive:
+                    timed(n)
+    finally:
+        torch.set_num_threads(before)
+    medians = {n: statistics.median(t) for n, t in times.items() if t}
+    chosen = first
+    for n in candidates[1:]:
+        if n in medians and n not in excluded and medians[n] <= PROBE_GAIN * medians[chosen]:
+            chosen = n
+    record = {"threads": chosen, "median_step_seconds": {str(n): round(t, 6) for n, t in medians.items()},
+              "excluded_not_bit_identical": excluded}
+    return chosen, record
 
 
 def available_bytes(device: torch.device) -> int | None:

@@ -46,6 +46,7 @@ __all__ = [
 
 PROGRESS_EVERY_S = 0.1
 VOTE_EVERY = 16  # steps between the ranks' stop votes under torchrun
+PROBE_EVERY_S = 30.0  # the thread probe is repeated at the first epoch start this long after the last one
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Levers:
     fused: bool = True  # fused (single-kernel) optimizer
     fast_step: bool = True  # the fused Adam kernel called directly (components.fast_step)
     fast_forward: bool = True  # forward without nn.Module hook dispatch (model.forward_chain)
+    own_optimizer: bool = True  # optim.FusedOptimizer instead of torch.optim (never imports torch._dynamo)
+    probe_threads: bool = True  # CPU threads chosen by a timed probe (device.probe_threads), not default_threads
 
 
 class Trainer:
@@ -102,6 +105,9 @@ class Trainer:
         self.started = 0.0  # perf_counter at setup; this session's wall time counts from here
         self.next_save = math.inf  # perf_counter at which the next mid-epoch last.pt is due
         self.lock: FolderLock | None = None  # the run directory's lock, held by the main rank from setup to finish
+        self.threads = 1
+        self.thread_probes: list[dict] = []  # each probe's record (device.probe_threads), for summary.json
+        self.next_probe = math.inf
 
     # -- setup
 
@@ -184,6 +190,9 @@ class Trainer:
         self.optimizer = make_optimizer(
             tcfg.optimizer, model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, momentum=tcfg.momentum,
             fused=self.levers.fused and fused_available(device),
+            # torch.optim for what our own optimizer does not cover: plateau (its scheduler needs a torch
+            # Optimizer) and compile (which imports torch._dynamo anyway).
+            own=self.levers.own_optimizer and tcfg.scheduler != "plateau" and not tcfg.compile,
         )
         self.scheduler = make_scheduler(
             tcfg.scheduler, self.optimizer, epochs=tcfg.epochs, step_size=tcfg.step_size, gamma=tcfg.gamma,
@@ -194,6 +203,10 @@ class Trainer:
         self.data = data.to(device)
         if stored is not None:
             self._restore(stored)
+        self.threads = threads
+        if device.type == "cpu" and not tcfg.threads and self.levers.probe_threads and self.world.size == 1 \
+                and not tcfg.compile:
+            threads = self._probe_threads()
         if self.stop:  # the last moment at which nothing on disk has changed
             assert self.stop.signum is not None  # a StopFlag is true only once a signal set it
             raise TrainingInterrupted(
@@ -240,6 +253,41 @@ class Trainer:
             net = torch.compile(net)
         return net
 
+    def _probe_threads(self) -> int:
+        """Times a few real-sized training steps on a scratch copy of the model at 1, 2, ... threads and trains
+        with the fastest count whose results are bit-identical to one thread's (device.probe_threads)."""
+        import copy
+
+        from mlp_cli.device import probe_threads, thread_candidates
+
+        assert self.data is not None and self.model is not None and self.loss_fn is not None  # setup() sets them
+        candidates, train = thread_candidates(), self.data.train
+        if len(candidates) < 2 or not isinstance(train, Split):
+            return self.threads
+        batch, n = self.config.train.batch_size, len(train)
+        sizes = sorted({size for size in (min(batch, n), n % batch) if size >= 2})  # full and short last batch
+        batches = [(train.x[:size], train.y[:size]) for size in sizes]
+        model, loss_fn, task = copy.deepcopy(self.model).train(), self.loss_fn, self.config.task
+
+        def step() -> list[torch.Tensor]:
+            outputs = []
+            with torch.random.fork_rng(devices=[]):  # dropout draws the same masks each time, and not the run's
+                torch.manual_seed(0)
+                for xb, yb in batches:
+                    for p in model.parameters():
+                        p.grad = None
+                    loss = loss_fn(model_outputs(model, xb, task).float(), yb)
+                    loss.backward()
+                    outputs += [loss.detach()] + [p.grad for p in model.parameters() if p.grad is not None]
+            return outputs
+
+        self.threads, record = probe_threads(step, candidates)
+        torch.set_num_threads(self.threads)
+        record["epoch"] = self.state.epoch
+        self.thread_probes.append(record)
+        self.next_probe = time.perf_counter() + PROBE_EVERY_S
+        return self.threads
+
     def _diagnostic_batch(self):
         assert self.data is not None, "called from setup() once the data exist"
         train = self.data.train
@@ -257,6 +305,8 @@ class Trainer:
                 )
                 break
             epoch = self.state.epoch + 1
+            if time.perf_counter() >= self.next_probe:  # the machine may have got busier or quieter
+                self._probe_threads()
             epoch_started = time.perf_counter()
             train_loss = self.train_epoch(epoch)
             report = self.end_epoch(epoch, train_loss, time.perf_counter() - epoch_started)
@@ -315,8 +365,8 @@ class Trainer:
         optimizer_step = self.optimizer.step if not levers.fast_step else fast_step(self.optimizer) if self.optimizer.state else None
         clip = tcfg.grad_clip
         parameters = [p for p in self.model.parameters() if p.requires_grad]
-        # The loss is a sum; seeding backward with world/count turns its gradient into the global batch mean
-        # without a multiplication in the graph. A batch size has at most two values per epoch.
+        # The loss is a sum; scaling it by world/count turns its gradient into the global batch mean. A batch
+        # size has at most two values per epoch.
         seeds = {count: torch.tensor(world.size / count, device=self.device) for count in set(counts)}
         self.net.train()
         distributed = world.size > 1
@@ -330,7 +380,9 @@ class Trainer:
             loss_sum = loss_fn(out.float(), yb)
             for p in parameters:  # zero_grad(set_to_none=True) without the Optimizer's bookkeeping
                 p.grad = None
-            loss_sum.backward(seeds[counts[step]])
+            # Scaled in the graph rather than backward(seed): the same gradients bit for bit (1.0 * seed is seed),
+            # but backward with a gradient argument imports torch.fx's symbolic shapes and sympy (0.5-1 s).
+            (loss_sum * seeds[counts[step]]).backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
             if optimizer_step is None:
@@ -503,6 +555,8 @@ class Trainer:
             "stopped_early": state.epoch < cfg.train.epochs,
             "wall_seconds": round(wall, 3),
             "device": str(self.device),
+            "threads": self.threads if self.device.type == "cpu" else None,
+            "thread_probes": self.thread_probes,
             "world_size": self.world.size,
             "train": train,
             "val": val,

@@ -15,7 +15,7 @@ PACKAGE = Path(mlp_cli.__file__).parent
 LAYERS = {
     "mlp_cli": 0,  # the package itself holds only __version__
     "errors": 1,
-    "files": 2, "tasks": 2, "device": 2, "signals": 2, "state": 2,
+    "files": 2, "tasks": 2, "device": 2, "signals": 2, "state": 2, "optim": 2,
     "params": 3, "components": 3,
     "config": 4,
     "callback": 5,
