@@ -51,9 +51,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -769,10 +769,10 @@ class Bench:
             target = trainer.data.test if trainer.data.test is not None else trainer.data.val
             results = {}
 
-            def ours(trainer=trainer, target=target):
+            def ours(trainer=trainer, target=target, results=results):
                 results["ours"] = linear_baseline(trainer.config, trainer.data, target, trainer.device)
 
-            def old(trainer=trainer, target=target):
+            def old(trainer=trainer, target=target, results=results):
                 results["old"] = old_linear_baseline(trainer.config, trainer.data, target)
 
             times = self.compare(w, {"ours": ours, "old": old, "epoch": w.mlp_epoch}, 3, warmup=0)
@@ -815,7 +815,6 @@ class Bench:
 
     def lever_optimizer(self, own_only: bool = False) -> None:
         from mlp_cli.components import optimizer as make_optimizer
-
         from mlp_cli.optim import FusedOptimizer
 
         variants = {
@@ -1138,9 +1137,8 @@ def columnar_predictions_csv(checkpoint: Path, data_path: Path) -> bytes:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from mlp_cli.data import load_for_model
+    from mlp_cli.data import label_text, load_for_model
     from mlp_cli.evaluate import EVAL_BATCH, load_checkpoint_model, model_outputs
-    from mlp_cli.data import label_text
 
     _, config, model, prep = load_checkpoint_model(checkpoint)
     frame = load_for_model(prep, Path(data_path), target_required=False)

@@ -152,12 +152,12 @@ def _lbfgs(objective, theta: np.ndarray, tolerance: float = 1e-7) -> np.ndarray:
         q = grad.copy()
         if s_hist:  # two-loop recursion
             alphas = []
-            for s, y in zip(reversed(s_hist), reversed(y_hist)):
+            for s, y in zip(reversed(s_hist), reversed(y_hist), strict=True):
                 alpha = s.dot(q) / y.dot(s)
                 alphas.append(alpha)
                 q -= alpha * y
             q *= s_hist[-1].dot(y_hist[-1]) / y_hist[-1].dot(y_hist[-1])
-            for (s, y), alpha in zip(zip(s_hist, y_hist), reversed(alphas)):
+            for (s, y), alpha in zip(zip(s_hist, y_hist, strict=True), reversed(alphas), strict=True):
                 q += (alpha - y.dot(q) / y.dot(s)) * s
         direction = -q
         slope = grad.dot(direction)

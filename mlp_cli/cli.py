@@ -13,7 +13,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -41,7 +41,7 @@ err = Console(stderr=True, soft_wrap=True, markup=False)  # progress, warnings, 
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
 OverridesArg = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Argument(help="Dotted overrides parsed as YAML, e.g. train.epochs=5 model.hidden=[128,64].", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
@@ -193,7 +193,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     json_out: JsonOpt = False,
     diagnose: Annotated[bool, typer.Option("--diagnose", help="Per-layer gradient and activation health (train.diagnostics).")] = False,
-    nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, help="Data-parallel processes, launched through torchrun.")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", min=1, help="Data-parallel processes, launched through torchrun.")] = None,
 ) -> None:
     """Train the model a config describes; writes config.yaml, metrics.csv, best.pt, last.pt and summary.json."""
     from mlp_cli.config import load_config
@@ -207,11 +207,11 @@ def train(
     if nproc and nproc > 1:
         from mlp_cli.data import load_dataset
         from mlp_cli.distributed import launch
-        from mlp_cli.train import Trainer
 
         # Check what every rank would check before starting them, so a bad run dir or data file is one clear
         # message here rather than one per process plus torchrun's failure report.
         from mlp_cli.files import HELD_ENV, FolderLock
+        from mlp_cli.train import Trainer
 
         # The launcher holds the run directory's lock for the whole job; its ranks inherit it through the environment.
         assert resolved.output_dir is not None  # load_config fills output_dir
@@ -266,7 +266,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")
 @handles_errors()
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mlp train.", show_default=False)],
-    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet with the target column; default: the run's test split.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="CSV or Parquet with the target column; default: the run's test split.")] = None,
     json_out: JsonOpt = False,
     device: DeviceOpt = "cpu",
 ) -> None:
@@ -290,7 +290,7 @@ def evaluate(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt written by mlp train.", show_default=False)],
     data: Annotated[Path, typer.Argument(help="CSV or Parquet with the feature columns (target optional).", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write CSV here instead of stdout (a raster needs -o MAP.tif).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write CSV here instead of stdout (a raster needs -o MAP.tif).")] = None,
     device: DeviceOpt = "cpu",
     confidence: Annotated[bool, typer.Option("--confidence", help="Raster: add the top probability x 100 as band 2.")] = False,
     proba: Annotated[bool, typer.Option("--proba", help="Raster: add one float32 probability band per class.")] = False,
@@ -333,7 +333,7 @@ def predict(
     err.print(f"wrote {lines:,} predictions to {output}", highlight=False)
 
 
-def _predict_map(checkpoint: Path, raster: Path, output: Optional[Path], device: str, confidence: bool, proba: bool) -> None:
+def _predict_map(checkpoint: Path, raster: Path, output: Path | None, device: str, confidence: bool, proba: bool) -> None:
     if output is None:
         raise MLPError(f"{raster} is a raster: give -o MAP.tif for the prediction map")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -362,7 +362,7 @@ def sample_command(
     raster: Annotated[Path, typer.Argument(help="Multi-band raster GDAL reads (GeoTIFF, VRT, JPEG2000).", show_default=False)],
     labels: Annotated[Path, typer.Argument(help="Vector labels (GeoPackage, Shapefile, GeoJSON) or a one-band label raster on the same grid.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="The table to write (.parquet or .csv).", show_default=False)],
-    field: Annotated[Optional[str], typer.Option("--field", help="Attribute holding the class or value (vector labels); the target column's name.")] = None,
+    field: Annotated[str | None, typer.Option("--field", help="Attribute holding the class or value (vector labels); the target column's name.")] = None,
 ) -> None:
     """Build a training table from a scene: one row per labelled pixel with valid data in every band.
 
@@ -386,14 +386,14 @@ def sample_command(
 @handles_errors()
 def explain_command(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt or last.pt written by mlp train.", show_default=False)],
-    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet with the target column; default: the run's test split.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="CSV or Parquet with the target column; default: the run's test split.")] = None,
     method: Annotated[str, typer.Option("--method", help="permutation or integrated_gradients.")] = "permutation",
-    rows: Annotated[Optional[int], typer.Option("--rows", min=1, help="Explain at most this many rows, sampled with --seed [default: 2000].")] = None,
+    rows: Annotated[int | None, typer.Option("--rows", min=1, help="Explain at most this many rows, sampled with --seed [default: 2000].")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Shuffles per column (permutation).")] = 5,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the row sample and the shuffles.")] = 0,
-    group: Annotated[Optional[list[str]], typer.Option("--group", help="Columns to treat as one, e.g. --group p5_b3,p5_b4 (repeatable).")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Columns to treat as one, e.g. --group p5_b3,p5_b4 (repeatable).")] = None,
     json_out: JsonOpt = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write feature,importance,std as CSV here (mlp plot draws importance_*.csv in a run folder).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write feature,importance,std as CSV here (mlp plot draws importance_*.csv in a run folder).")] = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """Which input columns drive the model: permutation importance or integrated gradients, per original column."""
@@ -446,8 +446,8 @@ def _check_output(output: Path, inputs: list[Path]) -> None:
 @handles_errors()
 def export_command(
     checkpoint: Annotated[Path, typer.Argument(help="A best.pt written by mlp train.", show_default=False)],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The .onnx file to write (default: model.onnx beside the checkpoint).")] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="CSV or Parquet rows for the parity check; default: the run's test split.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The .onnx file to write (default: model.onnx beside the checkpoint).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="CSV or Parquet rows for the parity check; default: the run's test split.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export to one self-contained ONNX file (raw columns in, probabilities or predictions out), kept only if
@@ -483,7 +483,7 @@ def sweep_command(
     config: ConfigArg,
     key: Annotated[str, typer.Argument(help="Dotted key to vary, e.g. model.hidden.", show_default=False)],
     values: Annotated[list[str], typer.Argument(help="Values parsed as YAML, e.g. [1] [4] [16] [64].", show_default=False)],
-    override: Annotated[Optional[list[str]], typer.Option("--set", help="Extra override for every run, e.g. --set train.epochs=50.")] = None,
+    override: Annotated[list[str] | None, typer.Option("--set", help="Extra override for every run, e.g. --set train.epochs=50.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier sweep of this key.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     json_out: JsonOpt = False,
@@ -523,9 +523,9 @@ def sweep_command(
 @handles_errors(quiet_param="quiet")
 def tune_command(
     config: ConfigArg,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials to add to the study (default search.trials).")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="sqlite:///path.db, any database URL, or journal:PATH for a shared file system (default sqlite:///<output_dir>/study.db).")] = None,
-    study: Annotated[Optional[str], typer.Option("--study", help="Study name (default: the config file's name).")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials to add to the study (default search.trials).")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="sqlite:///path.db, any database URL, or journal:PATH for a shared file system (default sqlite:///<output_dir>/study.db).")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (default: the config file's name).")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes on this machine sharing the study.")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     json_out: JsonOpt = False,
@@ -578,7 +578,7 @@ def tune_command(
 @handles_errors()
 def plot_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by mlp train.", show_default=False)],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: the run directory).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the PNGs (default: the run directory).")] = None,
 ) -> None:
     """Write PNGs: loss and metric curves, confusion matrix, decision regions (2 inputs) or fitted curve (1 input), gradient flow."""
     from mlp_cli.plot import plot_run
@@ -591,8 +591,8 @@ def plot_command(
 @handles_errors()
 def track_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Finished run folders written by mlp train.", show_default=False)],
-    mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="Tracking URI; default the run's tracking.mlflow.uri, else sqlite:///<folder beside the run>/mlflow.db.")] = None,
-    experiment: Annotated[Optional[str], typer.Option("--experiment", help="Experiment name; default the run's tracking.mlflow.experiment, else the folder's name.")] = None,
+    mlflow_uri: Annotated[str | None, typer.Option("--mlflow", help="Tracking URI; default the run's tracking.mlflow.uri, else sqlite:///<folder beside the run>/mlflow.db.")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Experiment name; default the run's tracking.mlflow.experiment, else the folder's name.")] = None,
 ) -> None:
     """Upload finished runs to MLflow from their folders alone; uploading a run again updates it, never duplicates it."""
     from mlp_cli.tracking import upload

@@ -7,7 +7,7 @@ import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,20 +42,20 @@ class SyntheticConfig(_Section):
 class DataConfig(_Section):
     """Where the table comes from and how it becomes tensors."""
 
-    train: Optional[str] = Field(
+    train: str | None = Field(
         None, description="CSV or Parquet file; relative paths resolve against the config file's folder"
     )
-    test: Optional[str] = Field(None, description="held-out CSV or Parquet file; when absent, test_fraction is used")
-    target: Optional[str] = Field(None, description="the column to predict")
-    features: Optional[list[str]] = Field(None, description="columns to use as inputs; default every column but the target")
+    test: str | None = Field(None, description="held-out CSV or Parquet file; when absent, test_fraction is used")
+    target: str | None = Field(None, description="the column to predict")
+    features: list[str] | None = Field(None, description="columns to use as inputs; default every column but the target")
     categorical: list[str] = Field(
         default_factory=list, description="text columns to one-hot encode (categories learned on the training split)"
     )
-    encoding: Optional[str] = Field(
+    encoding: str | None = Field(
         None, description="text encoding of CSV files, e.g. cp1252 or latin-1 (European Excel); default UTF-8, or UTF-16/32 "
         "when the file starts with a byte-order mark"
     )
-    delimiter: Optional[Literal[",", ";", "\t", "|"]] = Field(
+    delimiter: Literal[",", ";", "\t", "|"] | None = Field(
         None, description="CSV field delimiter; default detected from the first lines among , ; tab | (a .tsv is tab) "
         "and reported when it is not a comma"
     )
@@ -70,20 +70,20 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training rows held out for validation")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for testing when test is absent")
     standardize: bool = Field(True, description="scale numeric features to mean 0, std 1 with training-split statistics")
-    standardize_target: Optional[bool] = Field(
+    standardize_target: bool | None = Field(
         None,
         description="learn a standardized target: default on for regression (a target in the hundreds would otherwise "
         "dwarf the initial outputs and stall learning); predictions and mse/rmse/mae/r2 are in target units, "
         "loss is the training objective on the standardized target. Regression only",
     )
-    synthetic: Optional[SyntheticConfig] = Field(None, description="generated teaching data instead of files")
+    synthetic: SyntheticConfig | None = Field(None, description="generated teaching data instead of files")
     streaming: bool = Field(
         False,
         description="read Parquet (a file or a folder of shards) row group by row group instead of loading it; "
         "splits are a seeded hash of each row's position (random, not stratified)",
     )
     shuffle_buffer: int = Field(65536, ge=1, description="streaming: rows held in the shuffle buffer")
-    group: Optional[str] = Field(
+    group: str | None = Field(
         None,
         description="column whose groups (e.g. the polygon a pixel came from) stay whole on one side of every split; "
         "never a feature",
@@ -120,14 +120,14 @@ class TrainConfig(_Section):
     scheduler: Scheduler = Field("none", description="none | cosine | step | plateau, stepped once per epoch")
     step_size: int = Field(30, ge=1, description="step scheduler: epochs between decays")
     gamma: float = Field(0.1, gt=0, le=1, description="step and plateau schedulers: decay factor")
-    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this value")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     early_stopping: int = Field(
         10, ge=0, description="patience in epochs on validation loss (best weights restored); 0 turns it off"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds splits, initialization, shuffling and dropout")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 uses autocast on CUDA")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default chosen for the model's size")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; default chosen for the model's size")
     compile: bool = Field(False, description="torch.compile the model (compile time is reported separately)")
     diagnostics: bool = Field(False, description="per-layer gradient and activation health each epoch")
     checkpoint_interval: float = Field(
@@ -138,12 +138,12 @@ class TrainConfig(_Section):
 class MlflowConfig(_Section):
     """Where MLflow tracking logs a run (`mlflow: true` takes these defaults)."""
 
-    uri: Optional[str] = Field(
+    uri: str | None = Field(
         None, min_length=1,
         description="tracking URI; default sqlite:///<folder holding output_dir>/mlflow.db; relative sqlite: paths "
         "resolve against the working directory, like output_dir",
     )
-    experiment: Optional[str] = Field(None, min_length=1, description="experiment name; default the config file's name")
+    experiment: str | None = Field(None, min_length=1, description="experiment name; default the config file's name")
 
 
 class TensorBoardConfig(_Section):
@@ -155,8 +155,8 @@ class TensorBoardConfig(_Section):
 class TrackingConfig(_Section):
     """Experiment trackers fed during training; the run folder stays the source of truth (pip install 'mlp-cli[track]')."""
 
-    mlflow: Optional[MlflowConfig] = Field(None, description="true, or {uri, experiment}: log to MLflow")
-    tensorboard: Optional[TensorBoardConfig] = Field(None, description="true, or {histograms}: write TensorBoard scalars")
+    mlflow: MlflowConfig | None = Field(None, description="true, or {uri, experiment}: log to MLflow")
+    tensorboard: TensorBoardConfig | None = Field(None, description="true, or {histograms}: write TensorBoard scalars")
 
     @field_validator("mlflow", "tensorboard", mode="before")
     @classmethod
@@ -181,7 +181,7 @@ class FloatParam(_Section):
     low: float
     high: float
     log: bool = False
-    step: Optional[float] = Field(None, gt=0)
+    step: float | None = Field(None, gt=0)
 
 
 class IntParam(_Section):
@@ -201,7 +201,7 @@ class CategoricalParam(_Section):
     choices: list[Any] = Field(min_length=1)
 
 
-SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+SearchParam = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 class SearchConfig(_Section):
@@ -209,7 +209,7 @@ class SearchConfig(_Section):
 
     metric: str = Field("val_loss", description="validation metric to optimize: val_loss, val_accuracy, val_r2, ... "
                         "(val_ + a metric of the task: loss, mse, rmse, mae, r2 or loss, accuracy, balanced_accuracy, macro_f1, kappa)")
-    direction: Optional[Literal["minimize", "maximize"]] = Field(
+    direction: Literal["minimize", "maximize"] | None = Field(
         None, description="default: maximize for accuracy, balanced_accuracy, macro_f1, kappa and r2, minimize otherwise"
     )
     sampler: Literal["tpe", "random", "grid"] = Field(
@@ -223,7 +223,7 @@ class SearchConfig(_Section):
     )
     warmup_epochs: int = Field(2, ge=0, description="median pruner: epochs of every trial that are never pruned")
     trials: int = Field(20, ge=1, description="trials per `mlp tune` command (--trials overrides)")
-    seed: Optional[int] = Field(None, ge=0, description="seed of the sampler; default train.seed")
+    seed: int | None = Field(None, ge=0, description="seed of the sampler; default train.seed")
     space: dict[str, SearchParam] = Field(
         min_length=1,
         description="dotted config keys, as in overrides and mlp sweep, each {type: float, low, high, log, step}, "
@@ -237,13 +237,13 @@ class Config(_Section):
     task: Task = Field(description="regression | binary | multiclass")
     data: DataConfig = Field(description="the table and its preparation")
     model: ModelConfig = Field(default_factory=ModelConfig, description="the network")
-    loss: Optional[LossName] = Field(  # type: ignore[valid-type]  # a run-time Literal, see activation above
+    loss: LossName | None = Field(  # type: ignore[valid-type]  # a run-time Literal, see activation above
         None, description="default by task: mse (regression), bce (binary), cross_entropy (multiclass); also mae, huber"
     )
     train: TrainConfig = Field(default_factory=TrainConfig, description="the optimization")
-    output_dir: Optional[str] = Field(None, min_length=1, description="run directory, relative to the working directory; default runs/<config name>")
+    output_dir: str | None = Field(None, min_length=1, description="run directory, relative to the working directory; default runs/<config name>")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow and TensorBoard (off by default)")
-    search: Optional[SearchConfig] = Field(None, description="what `mlp tune` searches; mlp train ignores it")
+    search: SearchConfig | None = Field(None, description="what `mlp tune` searches; mlp train ignores it")
 
     @property
     def loss_name(self) -> str:

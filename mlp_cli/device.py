@@ -87,7 +87,7 @@ def probe_threads(step, candidates: list[int], reps: int = PROBE_REPS) -> tuple[
         if times[first][0] >= PROBE_MIN_STEP_S:
             for n in candidates[1:]:
                 out = timed(n)
-                if all(torch.equal(a, b) for a, b in zip(out, reference)):
+                if all(torch.equal(a, b) for a, b in zip(out, reference, strict=True)):
                     alive.append(n)
                 else:
                     excluded.append(n)

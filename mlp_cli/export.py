@@ -18,10 +18,10 @@ import torch.nn as nn
 from mlp_cli import __version__, checkpoint, files
 from mlp_cli.data import Preprocessor, load_for_model, read_frames, split_frames
 from mlp_cli.errors import DataError, ExportError, MLPError
-from mlp_cli.tasks import TASKS
 from mlp_cli.evaluate import EVAL_BATCH, model_outputs, output_values
 from mlp_cli.files import write_text
 from mlp_cli.onnx_model import INPUT, OnnxModel, output_name, raw_inputs, require
+from mlp_cli.tasks import TASKS
 
 U = 2.0**-24  # float32 unit roundoff
 PARITY_BATCHES = (1, 7)  # besides "all rows in one call"

@@ -32,7 +32,7 @@ class Accumulator:
             self.confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64, device=device)
 
     @classmethod
-    def for_task(cls, task: str, prep, device) -> "Accumulator":
+    def for_task(cls, task: str, prep, device) -> Accumulator:
         """Sized for the task's classes, reporting regression errors in the target's units."""
         unscale = prep.unscale_target if prep.target_mean is not None else None
         return cls(task, len(prep.labels) if TASKS[task].classes else 2, device, unscale)

@@ -101,7 +101,7 @@ class FusedOptimizer:
                           momentum=momentum, lr=group["lr"], dampening=group["dampening"], nesterov=group["nesterov"],
                           maximize=False, is_first_step=first, grad_scale=None, found_inf=None)
         if momentum != 0:
-            for p, buffer in zip(params, buffers):
+            for p, buffer in zip(params, buffers, strict=True):
                 self.state.setdefault(p, {})["momentum_buffer"] = buffer
             if len(params) == len(self.params):
                 self._lists = (buffers,)

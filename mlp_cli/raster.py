@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp_cli.errors import DataError, MLPError
 from mlp_cli.data.readers import Frame
+from mlp_cli.errors import DataError, MLPError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc")
 GDAL_CACHE_MB = 256  # GDAL's block cache; with window-by-window work this bounds memory whatever the scene size

@@ -159,8 +159,7 @@ def _sample_vector(ds, raster: Path, labels: Path, field: str):
 def _burner(ds, geoms, boxes):
     """A function from a window to the index of the feature covering each pixel centre (-1 where none)."""
     from rasterio.features import rasterize
-    from rasterio.windows import bounds as window_bounds
-    from rasterio.windows import transform as window_transform
+    from rasterio.windows import bounds as window_bounds, transform as window_transform
 
     def burn(window) -> np.ndarray:
         left, bottom, right, top = window_bounds(window, ds.transform)

@@ -7,9 +7,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlp_cli import files
 from mlp_cli.config import Config, load_config
 from mlp_cli.errors import MLPError, RunError, TrainingInterrupted
-from mlp_cli import files
 from mlp_cli.tasks import TASKS
 
 # Keys whose value changes the rows or their preparation: the data must then be loaded again for each run.

@@ -7,8 +7,8 @@ the torch functions import torch when they run. A new task is one entry here (pl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 def _squeezed(out):

@@ -25,8 +25,8 @@ from mlp_cli.callback import Callback, EpochReport, Progress, RunInfo
 from mlp_cli.components import fast_step, loss_function, optimizer as make_optimizer, scheduler as make_scheduler
 from mlp_cli.config import Config
 from mlp_cli.data import Dataset, Split, load_dataset
-from mlp_cli.distributed import World, epoch_plan, local_positions
 from mlp_cli.device import available_bytes, default_threads, human_bytes, resolve_device
+from mlp_cli.distributed import World, epoch_plan, local_positions
 from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInterrupted
 from mlp_cli.evaluate import autocast, evaluate_split, model_outputs
 from mlp_cli.files import FolderLock, json_safe, write_text

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlp_cli import files
 from mlp_cli.config import MAXIMIZED_METRICS, Config, SearchConfig, config_from_dict, dump_yaml, load_config
 from mlp_cli.errors import ConfigError, MLPError, RunError, TrainingInterrupted
-from mlp_cli import files
-from mlp_cli.signals import SignalHandlers, StopFlag
 from mlp_cli.files import write_text
+from mlp_cli.signals import SignalHandlers, StopFlag
 from mlp_cli.sweep import DATA_KEYS
 
 INSTALL_HINT = "mlp tune needs optuna: pip install 'mlp-cli[tune]' (or pip install optuna)"

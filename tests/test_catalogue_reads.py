@@ -11,8 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
 from mlp_cli.cli import app
@@ -125,7 +124,7 @@ def test_integers_of_any_size_are_read_and_their_rounding_said(tmp_path, kind):
     table = pa.table(big_columns())
     if kind == "csv":
         path = tmp_path / "big.csv"
-        path.write_text("ts,id,x,label\n" + "".join(f"{t},{i},{x!r},{lab}\n" for t, i, x, lab in zip(*table.to_pydict().values())))
+        path.write_text("ts,id,x,label\n" + "".join(f"{t},{i},{x!r},{lab}\n" for t, i, x, lab in zip(*table.to_pydict().values(), strict=True)))
     else:
         path = tmp_path / "big.parquet"
         pq.write_table(table, path, row_group_size=10)
@@ -276,7 +275,7 @@ def test_regression_defaults_learn_the_diabetes_table(tmp_path):
     data = load_diabetes(scaled=False)
     path = tmp_path / "diabetes.csv"
     header = ",".join([*data.feature_names, "target"])
-    path.write_text(header + "\n" + "".join(",".join(map(repr, map(float, x))) + f",{y:g}\n" for x, y in zip(data.data, data.target)))
+    path.write_text(header + "\n" + "".join(",".join(map(repr, map(float, x))) + f",{y:g}\n" for x, y in zip(data.data, data.target, strict=True)))
     cfg = write_config(tmp_path / "d.yaml", {"task": "regression", "data": {"train": path.name, "target": "target"},
                                               "output_dir": str(tmp_path / "run")})
     result = mlp("train", cfg, "--quiet")

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, blobs, write_config, write_csv
 from typer.testing import CliRunner
 
 from mlp_cli import checkpoint, files
 from mlp_cli.cli import app
+
+from conftest import REPO, blobs, write_config, write_csv
 
 MARKUP_LABELS = ("forest [dense]", "[/]", "[bold]x", "$x^$")  # rich markup, and matplotlib mathtext that fails to parse
 

@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import assert_data_error
 from mlp_cli.config import config_from_dict
 from mlp_cli.data import Preprocessor, load_dataset, load_for_model, split_indices
 from mlp_cli.errors import DataError, MLPWarning
+
+from conftest import assert_data_error
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
@@ -645,11 +645,10 @@ def test_constant_regression_target_standardizes_without_dividing_by_zero(tmp_pa
 
 
 def test_tiny_stratified_split_still_holds_out_a_row(tmp_path):
-    from conftest import write_config as _write_config
-    from conftest import write_csv as _write_csv
-
     from mlp_cli.config import load_config as _load
     from mlp_cli.data import load_dataset as _dataset
+
+    from conftest import write_config as _write_config, write_csv as _write_csv
 
     _write_csv(tmp_path / "tiny.csv", {"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "label": ["p", "p", "p", "q", "q", "q"]})
     config = _write_config(tmp_path / "tiny.yaml", {"task": "binary", "data": {"train": "tiny.csv", "target": "label", "val_fraction": 0}})
@@ -658,11 +657,10 @@ def test_tiny_stratified_split_still_holds_out_a_row(tmp_path):
 
 
 def test_standardized_target_keeps_precision_far_from_zero(tmp_path):
-    from conftest import write_config as _write_config
-    from conftest import write_csv as _write_csv
-
     from mlp_cli.config import load_config as _load
     from mlp_cli.data import load_dataset as _dataset
+
+    from conftest import write_config as _write_config, write_csv as _write_csv
 
     rng = np.random.default_rng(0)
     y = 1e6 + rng.normal(0, 0.05, 400)

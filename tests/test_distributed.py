@@ -11,8 +11,7 @@ import time
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mlp_cli.config import load_config
 from mlp_cli.distributed import World, epoch_plan, local_positions, shard_bounds
@@ -99,8 +98,7 @@ def float32_loss_bound(path) -> float:
     enlarge them. A row's cross-entropy, logsumexp(z) - z_y, moves by at most 2 * max|dz|. The float32 sum of m
     positive row losses is within (m - 1) * u of the exact sum. Two such evaluations differ by twice the bound.
     """
-    from mlp_cli.evaluate import load_checkpoint_model
-    from mlp_cli.evaluate import test_split as rebuild_test_split
+    from mlp_cli.evaluate import load_checkpoint_model, test_split as rebuild_test_split
 
     _, config, model, prep = load_checkpoint_model(path)
     split = rebuild_test_split(config, prep)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_csv, blobs
+from conftest import blobs, write_csv
 
 
 def train_json(invoke, config, *extra):

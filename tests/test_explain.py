@@ -11,7 +11,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, blobs, linear_target, write_config, write_csv
 from sklearn.base import BaseEstimator
 from typer.testing import CliRunner
 
@@ -27,6 +26,8 @@ from mlp_cli.explain import (
     permutation_importance,
     shuffle_orders,
 )
+
+from conftest import REPO, blobs, linear_target, write_config, write_csv
 
 
 def _derive_module():

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import blobs, linear_target, write_config, write_csv
 from mlp_cli.cli import app
+
+from conftest import blobs, linear_target, write_config, write_csv
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

@@ -6,16 +6,15 @@ import os
 import shutil
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from mlp_cli.cli import app
-from pydantic import BaseModel
-
 from mlp_cli.config import Config
 
 from conftest import blobs, linear_target, write_csv
+
 
 def schema_keys(model=Config, prefix="") -> set[str]:
     keys = set()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_data_error, write_config, write_csv
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mlp_cli.config import load_config
 from mlp_cli.data import load_dataset, read_frames, split_frames
-from mlp_cli.errors import ConfigError, DataError
 from mlp_cli.data.groups import group_split_indices
+from mlp_cli.errors import ConfigError, DataError
+
+from conftest import assert_data_error, write_config, write_csv
 
 
 def polygons(n_groups: int, classes: int, seed: int, sizes=(5, 60)):

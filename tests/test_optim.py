@@ -30,7 +30,7 @@ def start_and_grads(steps: int):
 
 def run(opt, params, grads) -> None:
     for step_grads in grads:
-        for p, g in zip(params, step_grads):
+        for p, g in zip(params, step_grads, strict=True):
             p.grad = g.clone()
         opt.step()
 
@@ -58,7 +58,7 @@ def test_same_weights_and_state_as_torch_optim(case):
     theirs, ours = CASES[case][0](theirs_params), own(case, ours_params)
     run(theirs, theirs_params, grads)
     run(ours, ours_params, grads)
-    for a, b in zip(theirs_params, ours_params):
+    for a, b in zip(theirs_params, ours_params, strict=True):
         assert torch.equal(a, b)  # the same kernel on the same inputs: exact, whatever the CPU
     assert_same_state(theirs.state_dict(), ours.state_dict())
 
@@ -81,7 +81,7 @@ def test_resume_across_implementations_is_bit_identical(case):
     back = CASES[case][0](third)
     back.load_state_dict(ours.state_dict())
     run(back, third, grads[5:])
-    for a, b in zip(reference, third):
+    for a, b in zip(reference, third, strict=True):
         assert torch.equal(a, b)
 
 
@@ -92,10 +92,10 @@ def test_a_parameter_without_gradient_is_skipped_as_torch_does():
     theirs, ours = CASES["adam"][0](theirs_params), own("adam", ours_params)
     for params, opt in ((theirs_params, theirs), (ours_params, ours)):
         for i, step_grads in enumerate(grads):
-            for j, (p, g) in enumerate(zip(params, step_grads)):
+            for j, (p, g) in enumerate(zip(params, step_grads, strict=True)):
                 p.grad = None if (i == 1 and j == 2) else g.clone()
             opt.step()
-    for a, b in zip(theirs_params, ours_params):
+    for a, b in zip(theirs_params, ours_params, strict=True):
         assert torch.equal(a, b)
     assert_same_state(theirs.state_dict(), ours.state_dict())
 

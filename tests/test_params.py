@@ -1,8 +1,7 @@
 """Parameter counting against torch's own count, the course example, and malformed specs."""
 
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from mlp_cli.components import ACTIVATIONS
 from mlp_cli.config import ModelConfig

@@ -9,10 +9,11 @@ pytest.importorskip("rasterio")
 pytest.importorskip("pyogrio")
 
 import rasterio
-from conftest import write_config, write_csv
-from scenes import BANDS, spectra, write_polygons, write_scene
 
 from mlp_cli.files import TEMP_PREFIX
+
+from conftest import write_config, write_csv
+from scenes import BANDS, spectra, write_polygons, write_scene
 
 
 @pytest.fixture(scope="module")

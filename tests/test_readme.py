@@ -6,6 +6,7 @@ import importlib.util
 import re
 
 import pytest
+
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("readme_session", REPO / "docs" / "readme_session.py")

@@ -23,7 +23,6 @@ from mlp_cli.train import Callback, StopFlag, Trainer
 
 from conftest import REPO, write_config, write_csv
 
-
 # ---------------------------------------------------------------------------------------------- safe loading
 
 
@@ -54,8 +53,9 @@ def test_pickled_payload_is_refused_and_never_runs(invoke, tmp_path):
 def good_checkpoint(tmp_path_factory) -> Path:
     from typer.testing import CliRunner
 
-    from conftest import blobs
     from mlp_cli.cli import app
+
+    from conftest import blobs
 
     folder = tmp_path_factory.mktemp("good")
     write_csv(folder / "t.csv", blobs(120, classes=("a", "b")))

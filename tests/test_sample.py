@@ -13,6 +13,9 @@ pytest.importorskip("rasterio")
 pytest.importorskip("pyogrio")
 
 import pyarrow.parquet as pq
+
+from mlp_cli.sample import parse_wkb
+
 from scenes import (
     ORIGIN,
     PIXEL,
@@ -22,8 +25,6 @@ from scenes import (
     write_polygons,
     write_scene,
 )
-
-from mlp_cli.sample import parse_wkb
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
+
 from conftest import REPO
 
 pytest.importorskip("rasterio")

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import assert_data_error
 from mlp_cli.config import config_from_dict, load_config
 from mlp_cli.data import READERS, file_kind, header, load_dataset, load_frame, load_frames, read_table, reader_for
 from mlp_cli.errors import DataError, MLPError
+
+from conftest import assert_data_error
 
 
 def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import blobs, write_config, write_csv
 
 pytest.importorskip("mlflow")

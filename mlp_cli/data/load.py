@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from mlp_cli.config import Config
-from mlp_cli.data.prepare import Dataset, Preprocessor, fit, split_frames, to_split
 from mlp_cli.data.groups import feature_columns
+from mlp_cli.data.prepare import Dataset, Preprocessor, fit, split_frames, to_split
 from mlp_cli.data.readers import Frame, TextFormat, check_columns, header, load_frame
 from mlp_cli.data.rules import handle_missing
 from mlp_cli.errors import DataError

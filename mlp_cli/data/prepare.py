@@ -7,8 +7,8 @@ plain-data `Preprocessor`, which a checkpoint carries so that predictions on a n
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,7 @@ class Preprocessor:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, state: dict) -> "Preprocessor":
+    def from_dict(cls, state: dict) -> Preprocessor:
         return cls(**state)
 
     # -- transforming
@@ -175,7 +175,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         return Split(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True), self.rows)
 
     def batches(self, size: int):
@@ -185,7 +185,7 @@ class Split:
     def head(self, n: int):
         return self.x[:n], self.y[:n]
 
-    def shard(self, world) -> "Split":
+    def shard(self, world) -> Split:
         """This rank's contiguous share of the rows, for a sharded evaluation."""
         from mlp_cli.distributed import shard_bounds
 
@@ -210,7 +210,7 @@ class Dataset:
     def n_outputs(self) -> int:
         return self.prep.n_outputs
 
-    def to(self, device) -> "Dataset":
+    def to(self, device) -> Dataset:
         move = lambda split: None if split is None else split.to(device)  # noqa: E731
         return Dataset(self.train.to(device), move(self.val), move(self.test), self.prep)
 

@@ -33,7 +33,7 @@ class TextFormat:
     na_values: tuple[str, ...] = ("",)  # text cells that count as missing
 
     @classmethod
-    def of(cls, source) -> "TextFormat":
+    def of(cls, source) -> TextFormat:
         """From a DataConfig or a Preprocessor's `text` dict (absent keys keep the defaults)."""
         if source is None:
             return cls()
@@ -438,7 +438,7 @@ class Frame:
         assert self.rows is not None  # __post_init__ fills rows
         return len(self.rows)
 
-    def take(self, index: np.ndarray) -> "Frame":
+    def take(self, index: np.ndarray) -> Frame:
         assert self.rows is not None  # __post_init__ fills rows
         return Frame(
             self.origin,
@@ -496,7 +496,7 @@ def load_frame(
 _EXACT = 1 << 24  # float32 holds every integer up to 2^24 exactly, and then only every 2nd, 4th, ...
 
 
-def rounded_integers(frame: "Frame", names: set[str] | None = None) -> list[str]:
+def rounded_integers(frame: Frame, names: set[str] | None = None) -> list[str]:
     """A note per numeric column of whole numbers beyond 2^24 (ids, timestamps), which float32 features round.
 
     `names` collects the columns already reported, so a file read chunk by chunk reports each column once.
@@ -552,7 +552,7 @@ def _check_text(column, name: str, origin: str, kind: str, first_row: int) -> No
 
     if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
         return
-    for row, value in enumerate(column.to_pylist()):
+    for _row, value in enumerate(column.to_pylist()):
         if value is None:
             continue
         try:

@@ -146,7 +146,7 @@ class ParquetSource:
         return roles
 
 
-def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, "ParquetSource | Frame | None"]:
+def fit_streaming(config: Config) -> tuple[Preprocessor, ParquetSource, ParquetSource | Frame | None]:
     """One pass over the data: label set, training-split means and scales, and row counts per role and unit."""
     data, task = config.data, config.task
     if config.model.batch_norm:
@@ -232,10 +232,10 @@ class StreamSplit:
     def __len__(self) -> int:
         return self.n_rows
 
-    def to(self, device) -> "StreamSplit":
+    def to(self, device) -> StreamSplit:
         return StreamSplit(self.source, self.role, self.prep, self.shuffle_buffer, device, self.units)
 
-    def shard(self, world) -> "StreamSplit":
+    def shard(self, world) -> StreamSplit:
         """This rank's share for evaluation: every world.size-th row group."""
         return StreamSplit(self.source, self.role, self.prep, self.shuffle_buffer, self.device, self.units[world.rank :: world.size])
 
