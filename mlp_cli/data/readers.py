@@ -552,7 +552,7 @@ def _check_text(column, name: str, origin: str, kind: str, first_row: int) -> No
 
     if not (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)):
         return
-    for _row, value in enumerate(column.to_pylist()):
+    for row, value in enumerate(column.to_pylist()):  # noqa: B007 (row names the bad cell after the break)
         if value is None:
             continue
         try:
