@@ -71,3 +71,38 @@ class Callback:
 
     def close(self) -> None:
         """Release what the callback holds (a live display, a tracking run); the CLI calls it once training is over."""
+
+
+class Callbacks(Callback):
+    """Several callbacks as one: each hook goes to each, in order; a stop asked by any of them stops the run."""
+
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = callbacks
+
+    def on_start(self, info: RunInfo) -> None:
+        for c in self.callbacks:
+            c.on_start(info)
+
+    def on_progress(self, progress: Progress) -> None:
+        for c in self.callbacks:
+            c.on_progress(progress)
+
+    def on_epoch(self, report: EpochReport) -> bool:
+        # Every callback hears the epoch (a tracker logs it) even when an earlier one already asked to stop.
+        return any([bool(c.on_epoch(report)) for c in self.callbacks])
+
+    def on_message(self, text: str) -> None:
+        for c in self.callbacks:
+            c.on_message(text)
+
+    def on_diagnostics(self, rows: list[dict], title: str) -> None:
+        for c in self.callbacks:
+            c.on_diagnostics(rows, title)
+
+    def on_end(self, summary: dict) -> None:
+        for c in self.callbacks:
+            c.on_end(summary)
+
+    def close(self) -> None:
+        for c in self.callbacks:
+            c.close()

@@ -20,10 +20,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from mlp_cli.callback import Callback, Callbacks, EpochReport, RunInfo
 from mlp_cli.config import Config, config_from_dict, flatten
 from mlp_cli.errors import MLPError, MLPWarning
 from mlp_cli.files import write_text
-from mlp_cli.train import Callback, EpochReport, RunInfo
 
 RECORD = "mlflow.json"  # in the run folder: the MLflow run this folder feeds, so --resume continues it
 ARTIFACTS = ("config.yaml", "metrics.csv", "summary.json", "best.pt", "diagnostics.csv")
@@ -48,42 +48,6 @@ def attach(config: Config, callback: Callback | None, is_main: bool = True) -> C
     if tracking.tensorboard is not None:
         trackers.append(TensorBoardTracker(histograms=tracking.tensorboard.histograms))
     return Callbacks([c for c in (callback, *trackers) if c is not None])
-
-
-class Callbacks(Callback):
-    """Several callbacks as one: each hook goes to each, in order."""
-
-    def __init__(self, callbacks: list[Callback]):
-        self.callbacks = callbacks
-
-    def on_start(self, info):
-        for c in self.callbacks:
-            c.on_start(info)
-
-    def on_progress(self, progress):
-        for c in self.callbacks:
-            c.on_progress(progress)
-
-    def on_epoch(self, report):
-        for c in self.callbacks:
-            c.on_epoch(report)
-
-    def on_message(self, text):
-        for c in self.callbacks:
-            c.on_message(text)
-
-    def on_diagnostics(self, rows, title):
-        for c in self.callbacks:
-            c.on_diagnostics(rows, title)
-
-    def on_end(self, summary):
-        for c in self.callbacks:
-            c.on_end(summary)
-
-    def close(self) -> None:
-        for c in self.callbacks:
-            if hasattr(c, "close"):
-                c.close()
 
 
 class Tracker(Callback):

@@ -141,3 +141,26 @@ def test_levers_off_train_the_same_weights(multiclass_config, tmp_path):
     slow = Trainer(config, tmp_path / "slow", levers=Levers(fused=False))
     slow.setup()
     assert not slow.optimizer.param_groups[0]["fused"]
+
+
+def test_a_stop_asked_inside_composed_callbacks_still_stops_and_every_callback_hears_the_epoch(multiclass_config):
+    """Trackers are composed with the reporter (tracking.attach): the composite must pass a stop request through."""
+    from mlp_cli.callback import Callback, Callbacks
+    from mlp_cli.config import load_config
+    from mlp_cli.train import Trainer
+
+    class Stop(Callback):
+        def on_epoch(self, report):
+            return report.epoch == 2
+
+    class Listen(Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_epoch(self, report):
+            self.epochs.append(report.epoch)
+
+    listen = Listen()
+    summary = Trainer(load_config(multiclass_config), callback=Callbacks([Stop(), listen])).run()
+    assert summary["epochs_run"] == 2 and summary["stopped_early"]
+    assert listen.epochs == [1, 2]  # the second callback heard epoch 2 although the first asked to stop there
