@@ -16,7 +16,7 @@ from mlp_cli import __version__
 from mlp_cli.config import Config, config_from_dict
 from mlp_cli.data import Preprocessor
 from mlp_cli.errors import CheckpointError, ConfigError
-from mlp_cli.files import write_atomic
+from mlp_cli.files import file_problem, write_atomic
 from mlp_cli.model import build_model
 
 FORMAT = "mlp-checkpoint"
@@ -70,12 +70,9 @@ def check_plain(value, where: str = "checkpoint") -> None:
 def load(path: str | Path) -> dict:
     """Load and check a checkpoint; every way a file can be unusable becomes a CheckpointError."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(path, "file not found")
-    if path.is_dir():
-        raise CheckpointError(path, "it is a folder (pass best.pt or last.pt inside it)")
-    if path.stat().st_size == 0:
-        raise CheckpointError(path, "the file is empty")
+    problem = file_problem(path, "pass best.pt or last.pt inside it")
+    if problem:
+        raise CheckpointError(path, problem)
     with path.open("rb") as handle:
         head = handle.read(4)
     if head != b"PK\x03\x04":  # torch.save writes a zip archive; anything else is not ours

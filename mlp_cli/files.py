@@ -374,3 +374,14 @@ class FolderLock:
 
     def __exit__(self, kind, value, tb) -> None:
         self.release(failed=kind is not None)
+
+
+def file_problem(path: Path, folder_hint: str) -> str | None:
+    """Why `path` cannot be a model file mlp reads (missing, a folder, empty), or None; the caller raises its own error."""
+    if not path.exists():
+        return "file not found"
+    if path.is_dir():
+        return f"it is a folder ({folder_hint})"
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    return None

@@ -16,6 +16,7 @@ import numpy as np
 
 from mlp_cli.data import Frame, Preprocessor, load_for_model
 from mlp_cli.errors import MLPError, ModelFileError
+from mlp_cli.files import file_problem
 from mlp_cli.tasks import TASKS
 
 INPUT = "features"
@@ -50,12 +51,9 @@ class OnnxModel:
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        if not path.exists():
-            raise ModelFileError(path, "file not found")
-        if path.is_dir():
-            raise ModelFileError(path, "it is a folder (pass the .onnx file mlp export wrote)")
-        if path.stat().st_size == 0:
-            raise ModelFileError(path, "the file is empty")
+        problem = file_problem(path, "pass the .onnx file mlp export wrote")
+        if problem:
+            raise ModelFileError(path, problem)
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's own warnings would print on stderr; errors still raise
