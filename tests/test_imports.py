@@ -14,7 +14,7 @@ PACKAGE = Path(mlp_cli.__file__).parent
 # their imports put them; the data package is layered inside itself (readers -> rules -> prepare -> stream -> load).
 LAYERS = {
     "mlp_cli": 0,  # the package itself holds only __version__
-    "errors": 1,
+    "errors": 1, "host": 1,
     "files": 2, "tasks": 2, "device": 2, "signals": 2, "state": 2, "optim": 2,
     "params": 3, "components": 3,
     "config": 4,

@@ -366,3 +366,26 @@ def test_na_values_apply_to_text_cells_of_every_reader(tmp_path):
         assert list(frame.text["country"]) == ["NA", "ZA", None] and list(frame.target) == ["a", "NA", "b"]
         frame, _ = load_frame(path, None, ["country"], "label", target_required=True, text=TextFormat(na_values=("", "NA")))
         assert list(frame.text["country"]) == [None, "ZA", None] and list(frame.target) == ["a", None, "b"]
+
+
+@pytest.mark.parametrize("label_kind", ["str", "int"])
+def test_a_csv_is_read_whole_when_memory_allows_and_block_by_block_otherwise_with_the_same_frame(tmp_path, monkeypatch, label_kind):
+    from mlp_cli import host
+    from mlp_cli.data.readers import WHOLE_FILE_SHARE, CsvReader
+
+    columns, rows = mixed_table(400, label_kind)
+    path = write_csv(tmp_path / "t.csv", columns, [[csv_value(v) for v in row] for row in rows])
+    size = path.stat().st_size
+    frames = {}
+    for free, whole in [(size * WHOLE_FILE_SHARE, True), (size * WHOLE_FILE_SHARE - 1, False), (None, False)]:
+        monkeypatch.setattr(host, "available_bytes", lambda free=free: free)
+        assert CsvReader(path)._fits_whole() is whole
+        frames[free], _ = load_frame(path, None, ["colour"], "label", target_required=True)
+    gz = tmp_path / "t.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    monkeypatch.setattr(host, "available_bytes", lambda: 1 << 60)
+    assert not CsvReader(gz)._fits_whole()  # compressed bytes say little about what read_csv would hold
+    first, *others = frames.values()
+    for other in others:
+        assert np.array_equal(first.numeric, other.numeric) and first.numeric.dtype == other.numeric.dtype == np.float32
+        assert list(first.target) == list(other.target) and list(first.text["colour"]) == list(other.text["colour"])
