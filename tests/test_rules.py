@@ -145,3 +145,41 @@ def test_target_standardization_defaults_on_for_regression_only():
 
     assert standardizes_target("regression", None) and not standardizes_target("regression", False)
     assert not standardizes_target("binary", None) and not standardizes_target("multiclass", None)
+
+
+@pytest.mark.parametrize("values", [
+    [3.0, 1.0, 3.0, -2.0, 7.0, 1.0, 3.0],
+    [0.0, -0.0, 5.0, float("nan"), 5.0, 2.0**40, 2.0**40],
+])
+def test_number_labels_are_counted_as_the_per_value_path_counts_them(values):
+    """count_labels counts float targets with np.unique; the per-value path (label_values) is the reference."""
+    from mlp_cli.data import Frame, label_values
+    from mlp_cli.data.rules import count_labels
+
+    target = np.array(values)
+    frame = Frame("f", "csv", np.zeros((len(target), 1), dtype=np.float32), ["x"], target=target)
+    expected: dict = {}
+    for value in label_values(target, "f", "y"):
+        expected[value] = expected.get(value, 0) + 1
+    counted = count_labels(frame, "y", {})
+    assert counted == expected and all(type(k) in (int, type(None)) for k in counted)
+    assert count_labels(frame, "y", dict(counted)) == {k: 2 * v for k, v in expected.items()}  # adds, chunk by chunk
+
+
+def test_non_integer_number_labels_are_refused_by_the_counting_path_too():
+    from mlp_cli.data import Frame
+    from mlp_cli.data.rules import count_labels
+
+    frame = Frame("f", "csv", np.zeros((3, 1), dtype=np.float32), ["x"], target=np.array([1.0, 2.5, 1.0]))
+    with pytest.raises(DataError, match="non-integer numbers such as 2.5"):
+        count_labels(frame, "y", {})
+
+
+def test_numeric_codes_look_labels_up_and_mark_unknown_ones():
+    from mlp_cli.data.rules import numeric_codes
+
+    labels = [1, 2, 3, 4, 5, 7]
+    codes = numeric_codes(np.array([7.0, 1.0, 6.0, 5.0, 8.0, 0.0, np.nan]), labels)
+    assert codes is not None and codes.tolist() == [5, 0, -1, 4, -1, -1, -1]
+    assert numeric_codes(np.array(["a"], dtype=object), labels) is None  # text: the per-value lookup
+    assert numeric_codes(np.array([1.0]), [True, False]) is None  # labels that are not ints

@@ -18,15 +18,29 @@ from mlp_cli.tasks import TASKS
 def label_values(values: np.ndarray, origin: str, target: str | None) -> np.ndarray:
     """Raw target values as comparable Python values: integral numbers become ints, text and bools stay."""
     if values.dtype.kind == "f":
-        finite = values[~np.isnan(values)]
-        if np.any(finite != np.round(finite)):
-            example = next(v for v in finite if v != round(v))
-            raise DataError(
-                f"{origin}: target {target!r} holds non-integer numbers such as {example:g}; "
-                "class labels must be integers, text or booleans (for a continuous target use task: regression)"
-            )
+        _check_whole(values, origin, target)
         return np.array([None if np.isnan(v) else int(v) for v in values], dtype=object)
     return _text_labels(values, origin, target)
+
+
+def _check_whole(values: np.ndarray, origin: str, target: str | None) -> None:
+    finite = values[~np.isnan(values)]
+    if np.any(finite != np.round(finite)):
+        example = next(v for v in finite if v != round(v))
+        raise DataError(
+            f"{origin}: target {target!r} holds non-integer numbers such as {example:g}; "
+            "class labels must be integers, text or booleans (for a continuous target use task: regression)"
+        )
+
+
+def numeric_codes(values: np.ndarray, labels: list) -> np.ndarray | None:
+    """Class indices of number labels (the common case) in one vectorized lookup, -1 for a value not in `labels`;
+    None when the values are not numbers or the labels not all ints, for the caller's per-value lookup."""
+    if values.dtype.kind != "f" or not all(type(label) is int for label in labels):
+        return None
+    known = np.asarray(labels, dtype=np.float64)
+    position = np.clip(np.searchsorted(known, values), 0, len(known) - 1)
+    return np.where(known[position] == values, position, -1).astype(np.int64)
 
 
 _INTEGER = re.compile(r"^[-+]?[0-9]+$")
@@ -67,7 +81,18 @@ def sort_key(value):
 def count_labels(frame: Frame, target: str, counts: dict) -> dict:
     """Add the frame's class labels to `counts` (label -> rows); called once per file or per chunk."""
     assert frame.target is not None  # training frames are read with their target
-    for value in label_values(frame.target, frame.origin, target):
+    values = frame.target
+    if values.dtype.kind == "f":  # numbers: counted by np.unique, as label_values would name them (int, None for NaN)
+        _check_whole(values, frame.origin, target)
+        missing = np.isnan(values)
+        found, found_counts = np.unique(values[~missing], return_counts=True)
+        pairs = [(int(v), int(c)) for v, c in zip(found.tolist(), found_counts.tolist(), strict=True)]
+        if missing.any():
+            pairs.append((None, int(missing.sum())))
+        for value, count in pairs:
+            counts[value] = counts.get(value, 0) + count
+        return counts
+    for value in label_values(values, frame.origin, target):
         counts[value] = counts.get(value, 0) + 1
     return counts
 
