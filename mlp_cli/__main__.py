@@ -3,7 +3,7 @@
 import os
 import sys
 
-from mlp_cli.cli import main
+from mlp_cli.cli import app, main
 
 
 def run_rank() -> None:
@@ -20,7 +20,7 @@ def run_rank() -> None:
     """
     code = 0
     try:
-        main()
+        app()  # not main(): its quick exit runs atexit handlers, which a rank skips too
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)

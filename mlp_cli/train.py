@@ -8,6 +8,7 @@ signal handling in signals.py, last.pt's state in state.py and the run folder in
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -24,7 +25,7 @@ from mlp_cli import checkpoint, params
 from mlp_cli.callback import Callback, EpochReport, Progress, RunInfo
 from mlp_cli.components import fast_step, loss_function, optimizer as make_optimizer, scheduler as make_scheduler
 from mlp_cli.config import Config
-from mlp_cli.data import Dataset, Split, load_dataset
+from mlp_cli.data import Dataset, ReadAhead, Split, load_dataset
 from mlp_cli.device import available_bytes, default_threads, human_bytes, resolve_device
 from mlp_cli.distributed import World, epoch_plan, local_positions
 from mlp_cli.errors import MLPWarning, RunError, TrainingDiverged, TrainingInterrupted
@@ -74,6 +75,7 @@ class Trainer:
         *,
         callback: Callback | None = None,
         data: Dataset | None = None,
+        read_ahead: ReadAhead | None = None,
         world: World | None = None,
         resume: bool = False,
         overwrite: bool = False,
@@ -90,6 +92,7 @@ class Trainer:
         self.stop = stop if stop is not None else StopFlag()
         self.levers = levers or Levers()
         self.data = data
+        self.read_ahead = read_ahead  # this config's files, already being read on a thread (cli train)
         self.state = TrainState()
         self.best_state: dict | None = None
         # Set by setup():
@@ -164,7 +167,8 @@ class Trainer:
             device = torch.device("cuda", self.world.local_rank)  # torchrun: one GPU per process on this node
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
-        data = self.data if self.data is not None else load_dataset(cfg)
+        data = self.data if self.data is not None else load_dataset(cfg, self.read_ahead)
+        self.read_ahead = None  # its frames are taken; let them go with the full table
         if stored is not None:
             self.rundir.check_same_data(stored, data.prep)
         n_in, n_out = data.n_inputs, data.n_outputs
@@ -541,7 +545,8 @@ class Trainer:
             state.best_epoch = state.epoch
         train = self.evaluate(self.data.train)
         val = self.evaluate(self.data.val) if self.data.val is not None else None
-        test = self.evaluate(self.data.test) if self.data.test is not None else None
+        # The same Split object when one file is train and test (load_dataset): the same rows give the same figures.
+        test = copy.deepcopy(train) if self.data.test is self.data.train else self.evaluate(self.data.test) if self.data.test is not None else None
         baselines = None
         if self.world.is_main and isinstance(self.data.train, Split):  # baselines need the table in memory
             from mlp_cli.baselines import baselines as compute_baselines

@@ -91,3 +91,26 @@ def test_real_executable_help_and_version():
     assert result.returncode == 0 and "train" in result.stdout and "params" in result.stdout
     result = subprocess.run([sys.executable, "-m", "mlp_cli", "--version"], capture_output=True, text=True)
     assert result.stdout.startswith("mlp ")
+
+
+def test_a_command_that_loaded_torch_exits_quickly_yet_completely(multiclass_config, tmp_path):
+    """cli.main skips the interpreter's finalization after torch was loaded (cli.quick_exit): the exit code, the
+    whole JSON on stdout and atexit handlers (MLflow ends its run there) must still come through."""
+    marker = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('yes'))\n"
+        "from mlp_cli.cli import main\n"
+        "sys.argv = ['mlp'] + sys.argv[1:]\n"
+        "main()\n"
+        "raise AssertionError('main() returns only through SystemExit')\n"
+    )
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-c", code, "train", str(multiclass_config), "--quiet", "--json", f"output_dir={run_dir}", "train.epochs=2"]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["epochs_run"] == 2 and marker.read_text() == "yes"
+    marker.unlink()
+    again = subprocess.run(args, capture_output=True, text=True)  # the run folder exists: a refusal, exit 2
+    assert again.returncode == 2 and again.stderr.startswith("error: ") and marker.read_text() == "yes"
+    assert "Traceback" not in again.stderr

@@ -668,3 +668,54 @@ def test_standardized_target_keeps_precision_far_from_zero(tmp_path):
     config = _write_config(tmp_path / "far.yaml", {"task": "regression", "data": {"train": "far.csv", "target": "y", "standardize_target": True}})
     data = _dataset(_load(config))
     assert len(np.unique(data.train.y.numpy())) > 200  # float32 before centring left only a handful of values
+
+
+@pytest.mark.parametrize("missing", ["error", "mean"])
+def test_one_file_as_train_and_test_is_read_prepared_and_held_once(tmp_path, missing):
+    """With nothing held out for validation, its test split is its training split: the same object, before and
+    after moving to a device, with the tensors a separately read copy of the file gives."""
+    path, _, _ = classification_file(tmp_path, [1, 2, 3], n_per_class=20)
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(path.read_bytes())
+    dataset = load_dataset(config(path, test=str(path), val_fraction=0, missing=missing))
+    assert dataset.test is dataset.train
+    moved = dataset.to("cpu")
+    assert moved.test is moved.train
+    separate = load_dataset(config(path, test=str(copy), val_fraction=0, missing=missing))
+    assert separate.test is not separate.train
+    assert torch.equal(separate.test.x, dataset.test.x) and torch.equal(separate.test.y, dataset.test.y)
+    held_out = load_dataset(config(path, test=str(path), val_fraction=0.2))
+    assert held_out.test is not held_out.train and len(held_out.test) == 60 and len(held_out.train) == 48
+
+
+def test_read_ahead_gives_read_frames_result_and_its_warnings_in_the_asking_thread(tmp_path):
+    import threading
+
+    from mlp_cli.data import ReadAhead, read_frames
+
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;label\n" + "".join(f"{i};{i % 3}.5;{i % 2}\n" for i in range(20)))
+    cfg = config(path)
+    shown: list = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *rest, **kw: shown.append((str(message), threading.current_thread().name))
+        ahead = ReadAhead.start(cfg)
+        assert ahead is not None
+        ahead._thread.join()
+        assert shown == []  # held until asked
+        frame, test, features = ahead.frames()
+        assert len(shown) == 1 and "semicolon" in shown[0][0] and shown[0][1] == threading.current_thread().name
+        assert warnings.showwarning is not ahead._hold  # the holder is gone once the frames are taken
+    with pytest.warns(MLPWarning, match="semicolon"):
+        expected, _, _ = read_frames(cfg)
+    assert features == ["a", "b"] and test is None and np.array_equal(frame.numeric, expected.numeric)
+
+
+def test_read_ahead_raises_the_readers_error_when_asked(tmp_path):
+    from mlp_cli.data import ReadAhead
+
+    ahead = ReadAhead.start(config(tmp_path / "absent.csv"))
+    assert ahead is not None
+    with pytest.raises(DataError, match="absent.csv"):
+        ahead.frames()

@@ -164,3 +164,17 @@ def test_a_stop_asked_inside_composed_callbacks_still_stops_and_every_callback_h
     summary = Trainer(load_config(multiclass_config), callback=Callbacks([Stop(), listen])).run()
     assert summary["epochs_run"] == 2 and summary["stopped_early"]
     assert listen.epochs == [1, 2]  # the second callback heard epoch 2 although the first asked to stop there
+
+
+def test_one_file_as_train_and_test_reports_the_test_figures_its_evaluation_gives(multiclass_config, tmp_path):
+    """finish() evaluates a test split that is the training split once; the figures equal a real evaluation."""
+    from mlp_cli.config import load_config
+    from mlp_cli.train import Trainer
+
+    base = load_config(multiclass_config)
+    config = load_config(multiclass_config, [f"data.test={base.data.train}", "data.val_fraction=0", "train.epochs=2"])
+    trainer = Trainer(config, tmp_path / "same")
+    summary = trainer.run()
+    assert trainer.data.test is trainer.data.train
+    assert summary["test"] == summary["train"] and summary["test"] is not summary["train"]
+    assert summary["test"] == trainer.evaluate(trainer.data.test)

@@ -47,6 +47,7 @@ _EXPORTS = {
     "load_dataset": "load",
     "load_for_model": "load",
     "read_frames": "load",
+    "ReadAhead": "load",
     "generate": "synthetic",
 }
 

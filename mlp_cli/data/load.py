@@ -3,9 +3,9 @@ new file the way a trained model's data was read."""
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
-
-import numpy as np
 
 from mlp_cli.config import Config
 from mlp_cli.data.groups import feature_columns
@@ -15,19 +15,25 @@ from mlp_cli.data.rules import handle_missing
 from mlp_cli.errors import DataError
 
 
-def load_dataset(config: Config) -> Dataset:
-    """Read, validate, split and fit; the same config and seed always give the same tensors."""
+def load_dataset(config: Config, ahead: ReadAhead | None = None) -> Dataset:
+    """Read, validate, split and fit; the same config and seed always give the same tensors.
+
+    `ahead`: the same config's files already being read on a thread (ReadAhead.start), taken from there."""
     if config.data.streaming:
         from mlp_cli.data.stream import load_streaming
 
         return load_streaming(config)
-    train_frame, test_frame, features = read_frames(config)
+    train_frame, test_frame, features = ahead.frames() if ahead is not None else read_frames(config)
     parts = split_frames(config, train_frame, test_frame)
     del train_frame, test_frame  # the splits own their rows now; let the full table go
     assert parts["train"] is not None  # split_frames always returns the training rows
+    # One file named as train and test, nothing held out for validation: the test split is the training split,
+    # the same object, so it is prepared, moved and evaluated once.
+    same = parts["test"] is parts["train"]
     prep, x_train = fit(config, parts["train"], features)
     train = to_split(prep, parts["train"], x_train)
-    val, test = (to_split(prep, part) if (part := parts[name]) is not None else None for name in ("val", "test"))
+    val = to_split(prep, parts["val"]) if parts["val"] is not None else None
+    test = train if same else to_split(prep, parts["test"]) if parts["test"] is not None else None
     return Dataset(train, val, test, prep)
 
 
@@ -54,12 +60,71 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
     if data.test:
         test_path = Path(data.test)
         if _same_file(test_path, train_path):
-            # Read once (a 118 MB CSV takes seconds to parse); a copy, since preparing a split fills holes in place.
-            return frame, frame.take(np.arange(len(frame))), features
+            return frame, frame, features  # read once: a 118 MB CSV takes a second to parse
         check_columns(test_path, header(test_path, text), features + [data.target], "test")
         test, _ = load_frame(test_path, features, data.categorical, data.target, target_required=True, text=text)
         test = handle_missing(test, config.data.missing)
     return frame, test, features
+
+
+class ReadAhead:
+    """read_frames on a thread, started before the caller imports torch: parsing a CSV (pyarrow, its own threads)
+    and importing torch (one thread, 1.5-2.5 s) then overlap on a machine with a core to spare.
+
+    What the caller sees does not change: the frames, an error, or a warning (a detected delimiter, rounded
+    integers, dropped rows) come when `frames()` is called, in the calling thread, as from read_frames there.
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self._thread: threading.Thread | None = None
+        self._result: tuple[Frame, Frame | None, list[str]] | None = None
+        self._error: BaseException | None = None
+        self._held: list[warnings.WarningMessage] = []
+        self._show = warnings.showwarning
+        self._hold: object = None  # the showwarning that holds the thread's warnings, while it is installed
+
+    @classmethod
+    def start(cls, config: Config) -> ReadAhead | None:
+        """Start reading `config`'s data; None where there is nothing to read up front (streamed data)."""
+        if config.data.streaming:
+            return None
+        import numpy  # noqa: F401  imported here first, so the two threads never import it at once
+
+        ahead = cls(config)
+        shown = ahead._show
+
+        def hold(message, category, filename, lineno, file=None, line=None):
+            if threading.current_thread() is ahead._thread:
+                ahead._held.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = ahead._hold = hold
+        ahead._thread = threading.Thread(target=ahead._read, name="mlp-read-ahead", daemon=True)
+        ahead._thread.start()
+        return ahead
+
+    def _read(self) -> None:
+        try:
+            self._result = read_frames(self.config)
+        except BaseException as exc:  # noqa: BLE001  handed to the thread that asks, which raises it there
+            self._error = exc
+
+    def frames(self) -> tuple[Frame, Frame | None, list[str]]:
+        assert self._thread is not None, "ReadAhead.start() makes these"
+        self._thread.join()
+        if warnings.showwarning is self._hold:
+            warnings.showwarning = self._show
+        for held in self._held:
+            warnings.showwarning(held.message, held.category, held.filename, held.lineno, held.file, held.line)
+        self._held.clear()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        assert self._result is not None  # set by _read unless it raised
+        result, self._result = self._result, None
+        return result
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -24,6 +24,7 @@ from mlp_cli.data.rules import (
     feature_scaling,
     impute_means,
     label_values,
+    numeric_codes,
     sort_key,
     standardizes_target,
     target_scaling,
@@ -132,7 +133,7 @@ class Preprocessor:
             assert self.target_scale is not None  # fitted together with target_mean
             return ((frame.target.astype(np.float64) - self.target_mean) / self.target_scale).astype(np.float32)
         assert self.labels is not None  # a classification task is fitted with its labels
-        codes = self._numeric_codes(frame.target)
+        codes = numeric_codes(frame.target, self.labels)
         if codes is None:
             values = label_values(frame.target, frame.origin, self.target)
             lookup = {label: i for i, label in enumerate(self.labels)}
@@ -146,15 +147,6 @@ class Preprocessor:
                 f"{', '.join(map(repr, unseen))} (at {frame.rows_text(first)}); the model knows {', '.join(map(repr, self.labels))}"
             )
         return codes.astype(TASKS[self.task].target_dtype, copy=False)
-
-    def _numeric_codes(self, target: np.ndarray) -> np.ndarray | None:
-        """Vectorized label lookup for integer labels read as numbers (the common case, and the streaming hot path)."""
-        assert self.labels is not None  # a classification task is fitted with its labels
-        if target.dtype.kind != "f" or not all(type(label) is int for label in self.labels):
-            return None
-        known = np.asarray(self.labels, dtype=np.float64)
-        position = np.clip(np.searchsorted(known, target), 0, len(known) - 1)
-        return np.where(known[position] == target, position, -1).astype(np.int64)
 
     def unscale_target(self, y):
         """Regression outputs back in the target's own units (works on numpy arrays and tensors)."""
@@ -212,7 +204,8 @@ class Dataset:
 
     def to(self, device) -> Dataset:
         move = lambda split: None if split is None else split.to(device)  # noqa: E731
-        return Dataset(self.train.to(device), move(self.val), move(self.test), self.prep)
+        train = self.train.to(device)
+        return Dataset(train, move(self.val), train if self.test is self.train else move(self.test), self.prep)
 
 
 def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
@@ -258,9 +251,11 @@ def split_frames(config: Config, train: Frame, test: Frame | None) -> dict[str, 
     strata = None
     if TASKS[config.task].classes:
         labels = frame_labels(config, train)
-        lookup = {label: i for i, label in enumerate(labels)}
         assert train.target is not None  # frame_labels has just read the labels from it
-        strata = np.array([lookup[v] for v in label_values(train.target, train.origin, data.target or "label")])
+        strata = numeric_codes(train.target, labels)
+        if strata is None or (strata < 0).any():
+            lookup = {label: i for i, label in enumerate(labels)}
+            strata = np.array([lookup[v] for v in label_values(train.target, train.origin, data.target or "label")])
     else:
         check_regression_target(train, data.target)
     groups = group_values(config, train) if data.group else None
