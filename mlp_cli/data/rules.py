@@ -86,7 +86,7 @@ def count_labels(frame: Frame, target: str, counts: dict) -> dict:
         _check_whole(values, frame.origin, target)
         missing = np.isnan(values)
         found, found_counts = np.unique(values[~missing], return_counts=True)
-        pairs = [(int(v), int(c)) for v, c in zip(found.tolist(), found_counts.tolist(), strict=True)]
+        pairs: list[tuple[int | None, int]] = [(int(v), int(c)) for v, c in zip(found.tolist(), found_counts.tolist(), strict=True)]
         if missing.any():
             pairs.append((None, int(missing.sum())))
         for value, count in pairs:
