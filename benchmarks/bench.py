@@ -54,6 +54,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -750,6 +751,7 @@ class Bench:
         self.lever_threads()
         self.lever_gather()
         self.lever_inference_mode()
+        self.lever_eval_rows()
         self.lever_compile()
         self.lever_lean_optimizer()
         self.section_startup()
@@ -892,6 +894,24 @@ class Bench:
                                  reps, warmup=2)
             self.ratio_row("lev", f"4 eval forward {w.name} ({len(x):,} rows): inference_mode / no_grad", times,
                            "inference_mode", "no_grad")
+
+    def lever_eval_rows(self) -> None:
+        """Evaluation in cache-sized passes (evaluate.inference_rows) vs 65,536-row passes, the whole training split."""
+        from mlp_cli import evaluate
+
+        for w in (self.sat, self.big):
+            trainer = w.trainer
+            rows = evaluate.inference_rows(trainer.model)
+
+            def at(size: int, trainer=trainer) -> Callable[[], object]:
+                def run():
+                    with mock.patch.object(evaluate, "inference_rows", lambda model: size):
+                        return trainer.evaluate(trainer.data.train)
+                return run
+
+            times = self.compare(w, {"cache": at(rows), "65536": at(evaluate.EVAL_BATCH)}, 5, warmup=1)
+            self.ratio_row("lev", f"11 evaluation {w.name} ({len(trainer.data.train):,} rows, {trainer.threads} thr): "
+                           f"{rows}-row / 65,536-row passes", times, "cache", "65536", fmt=ms if w is self.sat else secs)
 
     def lever_compile(self) -> None:
         cases = [(self.sat, lambda: satimage_workload([64, 64], "64c", ["train.compile=true"]), self.scale.small_reps)]

@@ -16,7 +16,24 @@ from mlp_cli.device import resolve_device
 from mlp_cli.metrics import Accumulator
 from mlp_cli.tasks import TASKS
 
-EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients
+EVAL_BATCH = 65536  # rows per forward pass when nothing needs gradients: on a GPU, and the most on a CPU
+CACHE_PER_THREAD = 2 << 20  # bytes of one layer's activations per CPU thread kept in cache (a core's L2 is 1-2 MiB)
+MIN_EVAL_ROWS = 256
+
+
+def inference_rows(model: torch.nn.Module) -> int:
+    """Rows per forward pass when nothing needs gradients.
+
+    On a CPU, as many as keep the widest layer's activations within CACHE_PER_THREAD per thread: a 65,536-row pass
+    of a 54-256-256-7 net writes 64 MiB per layer to memory and reads it back, and runs 2.4x slower on 2 threads than
+    2,048-row passes (`python benchmarks/bench.py --only levers`, lever 11). A power of two in [256, EVAL_BATCH].
+    """
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        return EVAL_BATCH
+    widest = max((max(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)), default=1)
+    rows = torch.get_num_threads() * CACHE_PER_THREAD // (4 * widest)
+    return max(MIN_EVAL_ROWS, min(EVAL_BATCH, 1 << max(rows, 1).bit_length() - 1))
 
 
 def model_outputs(model: torch.nn.Module, x: torch.Tensor, task: str) -> torch.Tensor:
@@ -42,7 +59,7 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     with autocast(device, precision):
-        for x, y in split.batches(EVAL_BATCH):
+        for x, y in split.batches(inference_rows(model)):
             out = model_outputs(model, x, config.task).float()
             acc.update(out, y, loss_fn(out, y))
     model.train(was_training)
@@ -86,10 +103,10 @@ def predict(path: str | Path, data_path: str | Path, device: str = "cpu"):
     frame = load_for_model(prep, Path(data_path), target_required=False)
     x = torch.from_numpy(prep.inputs(frame))
     target_device = next(model.parameters()).device
-    outputs = []
+    outputs, rows = [], inference_rows(model)
     with autocast(target_device, config.train.precision):
-        for start in range(0, len(x), EVAL_BATCH):
-            outputs.append(model_outputs(model, x[start : start + EVAL_BATCH].to(target_device), config.task).float().cpu())
+        for start in range(0, len(x), rows):
+            outputs.append(model_outputs(model, x[start : start + rows].to(target_device), config.task).float().cpu())
     out = torch.cat(outputs) if outputs else torch.empty(0)
     return prediction_table(config.task, prep, out, frame.rows, frame.n_source)
 
