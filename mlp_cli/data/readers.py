@@ -513,8 +513,13 @@ def rounded_integers(frame: Frame, names: set[str] | None = None) -> list[str]:
     `names` collects the columns already reported, so a file read chunk by chunk reports each column once.
     """
     notes = []
+    if not frame.numeric.size:
+        return notes
+    # Only columns whose largest magnitude passes 2^24 are looked at closely (NaN ignored, inf counts as large).
+    with np.errstate(invalid="ignore"):
+        largest = np.fmax.reduce(np.abs(frame.numeric), axis=0)
     for j, name in enumerate(frame.numeric_names):
-        if names is not None and name in names:
+        if (names is not None and name in names) or not largest[j] > _EXACT:
             continue
         column = frame.numeric[:, j]
         finite = column[np.isfinite(column)]

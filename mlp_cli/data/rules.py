@@ -135,16 +135,20 @@ _NUMBERS = {2: "two", 3: "three"}
 def usable_rows(frame: Frame, policy: str) -> np.ndarray:
     """data.missing applied to a frame: a bool mask of rows to keep (missing targets never, missing features only
     unless `drop`); infinite values and, under `error`, any missing value raise, naming columns and rows."""
-    nan_cells = np.isnan(frame.numeric)
     if frame.target is not None and frame.target.dtype.kind == "f" and np.isinf(frame.target).any():
         raise DataError(f"{frame.origin}: the target holds an infinite value at {frame.rows_text(np.flatnonzero(np.isinf(frame.target))[:1])}; "
                         "fix the value, or list it in data.na_values if it means a missing value")
-    if np.isinf(frame.numeric).any():
+    # One pass over the features in the common case of none missing or infinite; the cell-wise masks otherwise.
+    all_finite = bool(np.isfinite(frame.numeric).all())
+    if not all_finite and np.isinf(frame.numeric).any():
         rows, cols = np.nonzero(np.isinf(frame.numeric))
         raise DataError(
             f"{frame.origin}: column {frame.numeric_names[cols[0]]!r} holds an infinite value at {frame.rows_text(rows[:1])}"
         )
-    by_column = {name: np.flatnonzero(nan_cells[:, j]) for j, name in enumerate(frame.numeric_names) if nan_cells[:, j].any()}
+    by_column = {}
+    if not all_finite:
+        nan_cells = np.isnan(frame.numeric)
+        by_column = {name: np.flatnonzero(nan_cells[:, j]) for j, name in enumerate(frame.numeric_names) if nan_cells[:, j].any()}
     for name, values in frame.text.items():
         holes = np.flatnonzero(np.array([v is None for v in values], dtype=bool))
         if len(holes):
