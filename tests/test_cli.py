@@ -114,3 +114,23 @@ def test_a_command_that_loaded_torch_exits_quickly_yet_completely(multiclass_con
     again = subprocess.run(args, capture_output=True, text=True)  # the run folder exists: a refusal, exit 2
     assert again.returncode == 2 and again.stderr.startswith("error: ") and marker.read_text() == "yes"
     assert "Traceback" not in again.stderr
+
+
+def test_torch_is_loaded_without_garbage_collection_and_frozen_once():
+    code = (
+        "import gc, sys\n"
+        "from mlp_cli.cli import loading_torch\n"
+        "assert 'torch' not in sys.modules and gc.isenabled()\n"
+        "with loading_torch():\n"
+        "    assert not gc.isenabled()\n"
+        "    import torch\n"
+        "frozen = gc.get_freeze_count()\n"
+        "assert gc.isenabled() and frozen > 10_000, frozen\n"
+        "gc.unfreeze()\n"
+        "with loading_torch():\n"
+        "    assert gc.isenabled()  # torch is loaded: nothing paused, nothing frozen\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr

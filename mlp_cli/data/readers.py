@@ -512,7 +512,7 @@ def rounded_integers(frame: Frame, names: set[str] | None = None) -> list[str]:
 
     `names` collects the columns already reported, so a file read chunk by chunk reports each column once.
     """
-    notes = []
+    notes: list[str] = []
     if not frame.numeric.size:
         return notes
     # Only columns whose largest magnitude passes 2^24 are looked at closely (NaN ignored, inf counts as large).
