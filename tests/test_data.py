@@ -688,10 +688,10 @@ def test_one_file_as_train_and_test_is_read_prepared_and_held_once(tmp_path, mis
     assert held_out.test is not held_out.train and len(held_out.test) == 60 and len(held_out.train) == 48
 
 
-def test_read_ahead_gives_read_frames_result_and_its_warnings_in_the_asking_thread(tmp_path):
+def test_read_ahead_gives_prepare_arrays_result_and_its_warnings_in_the_asking_thread(tmp_path):
     import threading
 
-    from mlp_cli.data import ReadAhead, read_frames
+    from mlp_cli.data.load import ReadAhead, prepare_arrays
 
     path = tmp_path / "semi.csv"
     path.write_text("a;b;label\n" + "".join(f"{i};{i % 3}.5;{i % 2}\n" for i in range(20)))
@@ -704,12 +704,17 @@ def test_read_ahead_gives_read_frames_result_and_its_warnings_in_the_asking_thre
         assert ahead is not None
         ahead._thread.join()
         assert shown == []  # held until asked
-        frame, test, features = ahead.frames()
+        prepared = ahead.result()
         assert len(shown) == 1 and "semicolon" in shown[0][0] and shown[0][1] == threading.current_thread().name
-        assert warnings.showwarning is not ahead._hold  # the holder is gone once the frames are taken
+        assert warnings.showwarning is not ahead._hold  # the holder is gone once the arrays are taken
     with pytest.warns(MLPWarning, match="semicolon"):
-        expected, _, _ = read_frames(cfg)
-    assert features == ["a", "b"] and test is None and np.array_equal(frame.numeric, expected.numeric)
+        expected = prepare_arrays(cfg)
+    assert prepared.prep.features == ["a", "b"] and sum(len(s.x) for s in (prepared.train, prepared.val, prepared.test) if s is not None) == 20
+    for name in ("train", "val", "test"):
+        a, b = getattr(prepared, name), getattr(expected, name)
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and np.array_equal(a.rows, b.rows)
 
 
 def test_read_ahead_raises_the_readers_error_when_asked(tmp_path):
@@ -718,4 +723,4 @@ def test_read_ahead_raises_the_readers_error_when_asked(tmp_path):
     ahead = ReadAhead.start(config(tmp_path / "absent.csv"))
     assert ahead is not None
     with pytest.raises(DataError, match="absent.csv"):
-        ahead.frames()
+        ahead.result()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlp_cli.config import Config
 from mlp_cli.data.groups import feature_columns
-from mlp_cli.data.prepare import Dataset, Preprocessor, fit, split_frames, to_split
+from mlp_cli.data.prepare import Dataset, Preprocessor, Split, SplitArrays, fit, split_arrays, split_frames
 from mlp_cli.data.readers import Frame, TextFormat, check_columns, header, load_frame
 from mlp_cli.data.rules import handle_missing
 from mlp_cli.errors import DataError
@@ -18,12 +19,37 @@ from mlp_cli.errors import DataError
 def load_dataset(config: Config, ahead: ReadAhead | None = None) -> Dataset:
     """Read, validate, split and fit; the same config and seed always give the same tensors.
 
-    `ahead`: the same config's files already being read on a thread (ReadAhead.start), taken from there."""
+    `ahead`: the same config's data already being prepared on a thread (ReadAhead.start), taken from there."""
     if config.data.streaming:
         from mlp_cli.data.stream import load_streaming
 
         return load_streaming(config)
-    train_frame, test_frame, features = ahead.frames() if ahead is not None else read_frames(config)
+    import torch
+
+    prepared = ahead.result() if ahead is not None else prepare_arrays(config)
+
+    def tensors(arrays: SplitArrays | None) -> Split | None:
+        return None if arrays is None else Split(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y), arrays.rows)
+
+    train = tensors(prepared.train)
+    assert train is not None  # prepare_arrays always has training rows
+    test = train if prepared.test is prepared.train else tensors(prepared.test)
+    return Dataset(train, tensors(prepared.val), test, prepared.prep)
+
+
+@dataclass
+class PreparedArrays:
+    """A config's splits as numpy arrays and the fitted preprocessor: everything before torch is needed."""
+
+    train: SplitArrays
+    val: SplitArrays | None
+    test: SplitArrays | None  # the very object `train` when one file is train and test with no validation
+    prep: Preprocessor
+
+
+def prepare_arrays(config: Config) -> PreparedArrays:
+    """Read, split and fit with numpy alone (ReadAhead runs this while torch imports)."""
+    train_frame, test_frame, features = read_frames(config)
     parts = split_frames(config, train_frame, test_frame)
     del train_frame, test_frame  # the splits own their rows now; let the full table go
     assert parts["train"] is not None  # split_frames always returns the training rows
@@ -31,10 +57,10 @@ def load_dataset(config: Config, ahead: ReadAhead | None = None) -> Dataset:
     # the same object, so it is prepared, moved and evaluated once.
     same = parts["test"] is parts["train"]
     prep, x_train = fit(config, parts["train"], features)
-    train = to_split(prep, parts["train"], x_train)
-    val = to_split(prep, parts["val"]) if parts["val"] is not None else None
-    test = train if same else to_split(prep, parts["test"]) if parts["test"] is not None else None
-    return Dataset(train, val, test, prep)
+    train = split_arrays(prep, parts["train"], x_train)
+    val = split_arrays(prep, parts["val"]) if parts["val"] is not None else None
+    test = train if same else split_arrays(prep, parts["test"]) if parts["test"] is not None else None
+    return PreparedArrays(train, val, test, prep)
 
 
 def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
@@ -68,17 +94,18 @@ def read_frames(config: Config) -> tuple[Frame, Frame | None, list[str]]:
 
 
 class ReadAhead:
-    """read_frames on a thread, started before the caller imports torch: parsing a CSV (pyarrow, its own threads)
-    and importing torch (one thread, 1.5-2.5 s) then overlap on a machine with a core to spare.
+    """prepare_arrays on a thread, started before the caller imports torch: parsing a CSV (pyarrow, its own
+    threads), splitting and fitting (numpy) overlap importing torch (one thread, 1.5-2.5 s) on a machine with a core
+    to spare.
 
-    What the caller sees does not change: the frames, an error, or a warning (a detected delimiter, rounded
-    integers, dropped rows) come when `frames()` is called, in the calling thread, as from read_frames there.
+    What the caller sees does not change: the arrays, an error, or a warning (a detected delimiter, rounded
+    integers, dropped rows) come when `result()` is called, in the calling thread, as from prepare_arrays there.
     """
 
     def __init__(self, config: Config):
         self.config = config
         self._thread: threading.Thread | None = None
-        self._result: tuple[Frame, Frame | None, list[str]] | None = None
+        self._result: PreparedArrays | None = None
         self._error: BaseException | None = None
         self._held: list[warnings.WarningMessage] = []
         self._show = warnings.showwarning
@@ -107,11 +134,11 @@ class ReadAhead:
 
     def _read(self) -> None:
         try:
-            self._result = read_frames(self.config)
+            self._result = prepare_arrays(self.config)
         except BaseException as exc:  # noqa: BLE001  handed to the thread that asks, which raises it there
             self._error = exc
 
-    def frames(self) -> tuple[Frame, Frame | None, list[str]]:
+    def result(self) -> PreparedArrays:
         assert self._thread is not None, "ReadAhead.start() makes these"
         self._thread.join()
         if warnings.showwarning is self._hold:

@@ -208,12 +208,26 @@ class Dataset:
         return Dataset(train, move(self.val), train if self.test is self.train else move(self.test), self.prep)
 
 
+@dataclass
+class SplitArrays:
+    """A split before torch: float32 inputs, targets as Split.y holds them, and the rows' file positions."""
+
+    x: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+
+
+def split_arrays(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> SplitArrays:
+    x = prep.inputs(frame) if x is None else x
+    assert frame.rows is not None  # Frame.__post_init__ fills rows
+    return SplitArrays(x, prep.targets(frame), frame.rows)
+
+
 def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
     import torch
 
-    x = prep.inputs(frame) if x is None else x
-    assert frame.rows is not None  # Frame.__post_init__ fills rows
-    return Split(torch.from_numpy(x), torch.from_numpy(prep.targets(frame)), frame.rows)
+    arrays = split_arrays(prep, frame, x)
+    return Split(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y), arrays.rows)
 
 
 # ---------------------------------------------------------------------------------------------- splitting
