@@ -25,7 +25,10 @@ Sections:
              (6) calling the fused Adam kernel directly vs torch.optim.Adam.step
     profile  where mlp's epoch goes: direct-kernel, autograd-free and matmul-only floors; torch.profiler top ops
     startup  what #13's levers buy, each against what it replaced: own optimizer vs torch.optim, the no-hidden
-             baseline's fit vs torch.optim.LBFGS, the thread probe's cost
+             baseline's fit vs torch.optim.LBFGS, the thread probe's cost, cache-sized evaluation passes vs 65,536-row
+             ones, number labels counted by np.unique vs per value, a CSV read whole vs block by block
+    process  #13's whole-process levers on the 200k CSV run (quick exit, GC paused while torch imports, data read
+             while torch imports), each switched off alone in an otherwise identical `mlp train` process
     flops    achieved GFLOP/s of mlp's 200k-row epoch (6 FLOP per parameter per row) against the peak of a large
              fp32 matmul on the same cores, at 1 and 2 threads
 
@@ -597,7 +600,29 @@ class Bench:
         self.checkpoint = run_dir / "best.pt"
         self.satimage_rss = median([p.peak_rss for p in runs["mlp"]])
         self.report.add("d", "mlp train satimage peak RSS", f"{self.satimage_rss / 2**20:.0f} MiB")
+        self._process_use(run_dir / "best.pt")
         self._process_big()
+
+    def _process_use(self, checkpoint: Path) -> None:
+        """`mlp eval` and `mlp predict` of the satimage checkpoint, whole process, against the --before checkout."""
+        commands = {
+            "mlp eval best.pt": [str(MLP), "eval", str(checkpoint), "--json"],
+            "mlp predict best.pt satimage_test.csv": [str(MLP), "predict", str(checkpoint), str(SATIMAGE_TEST), "-o",
+                                                      str(OUT / "satimage_predictions.csv")],
+        }
+        for name, cmd in commands.items():
+            before_cmd = self._before_cmd(cmd)
+            runs: dict[str, list[Proc]] = {"mlp": [], "before": []}
+            for _ in range(self.scale.process_reps):
+                runs["mlp"].append(run_process(cmd))
+                if before_cmd:
+                    runs["before"].append(run_process(*before_cmd))
+            times = {k: [p.seconds for p in v] for k, v in runs.items() if v}
+            if "before" in times:
+                self.ratio_row("d", f"{name}, whole process: after / before (--before checkout)", times, "mlp", "before",
+                               fmt=secs)
+            else:
+                self.report.add("d", f"{name}, whole process", secs(median(times["mlp"])))
 
     def _before_cmd(self, mlp_cmd: list[str]):
         """The same `mlp train` command run from the --before checkout (python -m mlp_cli on its PYTHONPATH)."""
@@ -607,8 +632,7 @@ class Bench:
         # -P: not the current directory (this checkout) first on sys.path, so the older code is what runs.
         return [sys.executable, "-P", "-m", "mlp_cli", *mlp_cmd[1:]], env
 
-    def _process_big(self) -> None:
-        """The issue's second shape: a 200k x 54 CSV named as both train and test, 54-256-256-7, 2 epochs."""
+    def _big_process_config(self) -> Path:
         rows = self.scale.big_rows
         csv = OUT / f"synthetic_{rows}x54.csv"
         if not csv.exists():
@@ -619,11 +643,17 @@ class Bench:
             "model: {hidden: [256, 256]}\n"
             "train: {epochs: 2, batch_size: 256, optimizer: adam, lr: 0.001, early_stopping: 0, device: cpu, seed: 0}\n"
             f"output_dir: {OUT / 'runs/big_process'}\n")
+        csv.read_bytes()  # into the page cache, so the first timed process does not pay the disk
+        return config
+
+    def _process_big(self) -> None:
+        """The issue's second shape: a 200k x 54 CSV named as both train and test, 54-256-256-7, 2 epochs."""
+        config = self._big_process_config()
+        csv = OUT / f"synthetic_{self.scale.big_rows}x54.csv"
         script = OUT / "sklearn_big.py"
         script.write_text(SKLEARN_BIG_SCRIPT)
         mlp_cmd = [str(MLP), "train", str(config), "--overwrite", "--quiet", "--json"]
         sk_cmd = [sys.executable, str(script), str(csv)]
-        csv.read_bytes()  # into the page cache, so the first timed process does not pay the disk
         runs: dict[str, list[Proc]] = {"mlp": [], "sklearn": []}
         before_cmd = self._before_cmd(mlp_cmd)
         for _ in range(self.scale.process_reps):
@@ -632,7 +662,7 @@ class Bench:
             if before_cmd:
                 runs.setdefault("before", []).append(run_process(*before_cmd))
         times = {k: [p.seconds for p in v] for k, v in runs.items()}
-        name = f"{rows // 1000}k x54 CSV 54-256-256-7 2 epochs whole process: mlp train / sklearn script"
+        name = f"{self.scale.big_rows // 1000}k x54 CSV 54-256-256-7 2 epochs whole process: mlp train / sklearn script"
         self.ratio_row("d", name, times, "mlp", "sklearn", TARGET_PROCESS, "<= 0.667 (1.5x)", fmt=secs)
         if "before" in times:
             self.ratio_row("d", "  mlp after / before (--before checkout)", times, "mlp", "before", fmt=secs)
@@ -715,6 +745,31 @@ class Bench:
                      "train.epochs=3"])
         return run_dir / "best.pt"
 
+    # -- process
+
+    def section_process(self) -> None:
+        """#13's whole-process levers on the 200k CSV run, each switched off alone in an otherwise identical
+        `mlp train` process (a -c prologue replaces one piece), interleaved."""
+        config = self._big_process_config()
+        run = "import sys; sys.argv = ['mlp', *sys.argv[1:]]; "
+        variants = {
+            "all on": run + "from mlp_cli.cli import main; main()",
+            "no quick exit": run + "from mlp_cli.cli import app; app()",  # Click's own sys.exit: full finalization
+            "no GC pause": run + ("import contextlib, mlp_cli.cli as c; c.loading_torch = contextlib.nullcontext; "
+                                  "c.main()"),
+            "no read-ahead": run + ("import mlp_cli.cli as c, mlp_cli.data.load as l; "
+                                    "l.ReadAhead.start = staticmethod(lambda config: None); c.main()"),
+        }
+        args = ["train", str(config), "--overwrite", "--quiet"]
+        runs: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(self.scale.process_reps + 2):
+            for name, code in variants.items():
+                proc = run_process([sys.executable, "-c", code, *args])
+                assert proc.returncode == 0, (name, proc.stdout)
+                runs[name].append(proc.seconds)
+        for name in list(variants)[1:]:
+            self.ratio_row("proc", f"200k CSV whole process: all levers / {name}", runs, "all on", name, fmt=secs)
+
     # -- flops
 
     def section_flops(self) -> None:
@@ -751,7 +806,6 @@ class Bench:
         self.lever_threads()
         self.lever_gather()
         self.lever_inference_mode()
-        self.lever_eval_rows()
         self.lever_compile()
         self.lever_lean_optimizer()
         self.section_startup()
@@ -760,6 +814,9 @@ class Bench:
         self.lever_optimizer(own_only=True)
         self.lever_baseline()
         self.lever_probe()
+        self.lever_eval_rows()
+        self.lever_labels()
+        self.lever_csv_whole()
 
     def lever_baseline(self) -> None:
         """The no-hidden-layer baseline: mlp's (closed form / own L-BFGS on <= 20,000 rows) vs what it replaced
@@ -894,6 +951,52 @@ class Bench:
                                  reps, warmup=2)
             self.ratio_row("lev", f"4 eval forward {w.name} ({len(x):,} rows): inference_mode / no_grad", times,
                            "inference_mode", "no_grad")
+
+    def lever_labels(self) -> None:
+        """Counting and looking up 200k number labels: np.unique/searchsorted (rules) vs the per-value Python path."""
+        from mlp_cli.data import Frame, label_values
+        from mlp_cli.data.rules import count_labels, numeric_codes
+
+        w = self.big
+        target = w.y.numpy().astype(np.float64)
+        frame = Frame("bench", "csv", np.zeros((len(target), 1), dtype=np.float32), ["x"], target=target)
+
+        def ours():
+            labels = sorted(count_labels(frame, "label", {}))
+            return numeric_codes(target, labels)
+
+        def per_value():
+            counts: dict = {}
+            values = label_values(target, "bench", "label")
+            for value in values:
+                counts[value] = counts.get(value, 0) + 1
+            lookup = {label: i for i, label in enumerate(sorted(counts))}
+            return np.array([lookup[v] for v in values])
+
+        assert np.array_equal(ours(), per_value())
+        times = self.compare(w, {"ours": ours, "per-value": per_value}, 5, warmup=1)
+        self.ratio_row("lev", f"12 count and look up {len(target):,} number labels: np.unique / per value", times, "ours",
+                       "per-value", fmt=ms)
+
+    def lever_csv_whole(self) -> None:
+        """The 200k CSV's table: pyarrow's read_csv (parallel, holds the file) vs its block-by-block streaming reader."""
+        from mlp_cli.data.readers import CsvReader
+
+        csv = OUT / f"synthetic_{self.scale.big_rows}x54.csv"
+        if not csv.exists():
+            write_csv(csv, *synthetic_table(self.scale.big_rows))
+        reader = CsvReader(csv)
+        names = reader.columns()
+
+        def read(whole: bool) -> Callable[[], object]:
+            def run():
+                with mock.patch.object(CsvReader, "_fits_whole", lambda self: whole):
+                    return reader.table(names, float_columns=names[:-1])
+            return run
+
+        times = self.compare(self.big, {"whole": read(True), "blocks": read(False)}, 5, warmup=1)
+        self.ratio_row("lev", f"13 read {csv.stat().st_size / 2**20:.0f} MiB CSV: read_csv / streaming reader", times,
+                       "whole", "blocks", fmt=secs)
 
     def lever_eval_rows(self) -> None:
         """Evaluation in cache-sized passes (evaluate.inference_rows) vs 65,536-row passes, the whole training split."""
@@ -1205,7 +1308,7 @@ def load_line(when: str) -> str:
     return f"load average {when}: {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
-SECTIONS = ("d", "a", "b", "c", "e", "f", "flops", "startup", "levers", "profile")
+SECTIONS = ("d", "process", "a", "b", "c", "e", "f", "flops", "startup", "levers", "profile")
 
 
 def main(argv: list[str] | None = None) -> int:
