@@ -85,7 +85,7 @@ class Scale:
     small_reps: int = 25  # timed epochs per variant on satimage (about 15 ms each)
     big_rows: int = 200_000
     big_reps: int = 3  # timed epochs per variant on the big table (about 1 s each)
-    process_reps: int = 3  # whole `mlp train` / scikit-learn script runs
+    process_reps: int = 5  # whole `mlp train` / scikit-learn script runs
     cli_reps: int = 7
     predict_rows: int = 1_000_000
     run_epochs: int = 20  # epochs of the Trainer.run() measurement
@@ -759,6 +759,10 @@ class Bench:
                                   "c.main()"),
             "no read-ahead": run + ("import mlp_cli.cli as c, mlp_cli.data.load as l; "
                                     "l.ReadAhead.start = staticmethod(lambda config: None); c.main()"),
+            # The GC pause also makes finalization cheap (frozen objects are not collected at exit), so each of these
+            # two hides part of the other's effect when switched off alone.
+            "neither quick exit nor GC pause": run + ("import contextlib, mlp_cli.cli as c; "
+                                                      "c.loading_torch = contextlib.nullcontext; c.app()"),
         }
         args = ["train", str(config), "--overwrite", "--quiet"]
         runs: dict[str, list[float]] = {name: [] for name in variants}
@@ -1013,7 +1017,7 @@ class Bench:
                 return run
 
             times = self.compare(w, {"cache": at(rows), "65536": at(evaluate.EVAL_BATCH)}, 5, warmup=1)
-            self.ratio_row("lev", f"11 evaluation {w.name} ({len(trainer.data.train):,} rows, {trainer.threads} thr): "
+            self.ratio_row("lev", f"11 evaluation {w.name} ({len(trainer.data.train):,} rows, {torch.get_num_threads()} thr): "
                            f"{rows}-row / 65,536-row passes", times, "cache", "65536", fmt=ms if w is self.sat else secs)
 
     def lever_compile(self) -> None:
