@@ -108,12 +108,35 @@ def loading_torch():
         return
     enabled = gc.isenabled()
     gc.disable()
+    with _ctrl_c_after():
+        try:
+            yield
+        finally:
+            gc.freeze()
+            if enabled:
+                gc.enable()
+
+
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """Ctrl-C during the block takes effect when it ends: a KeyboardInterrupt raised inside torch's import can cross
+    a C++ frame that cannot pass it on (`terminate called after throwing an instance of
+    'pybind11::error_already_set'`, exit 134), so the import finishes first (a second or two) and the command then
+    stops as Ctrl-C stops it anywhere else."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # someone else handles Ctrl-C (or it is ignored): leave it to them
+        return
+    asked: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, frame: asked.append(number))
     try:
         yield
     finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if asked:
+        raise KeyboardInterrupt
 
 
 def rank_from_env() -> int:
@@ -634,13 +657,24 @@ def track_command(
 def main() -> None:
     """The `mlp` command. Once torch is loaded, a finished command leaves without finalizing the interpreter:
     tearing down torch's modules and freeing a run's arrays one object at a time takes 0.5 s after a 200k-row run,
-    a tenth of the whole process, and everything a command writes is closed and atomic when it returns."""
+    a tenth of the whole process, and everything a command writes is closed and atomic when it returns.
+
+    The same when a daemon thread is still running, e.g. the data read ahead when Ctrl-C comes while torch imports:
+    finalizing the interpreter under a thread inside pyarrow's C++ ends in a segfault or `terminate called`."""
     try:
         app()
     except SystemExit as exc:
-        if "torch" in sys.modules and sys.getprofile() is None and sys.gettrace() is None:  # not under cProfile or a debugger
+        if _skip_finalization():
             quick_exit(exc.code)
         raise
+
+
+def _skip_finalization() -> bool:
+    import threading
+
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return False  # cProfile writes its file and a debugger stops after the command returns
+    return "torch" in sys.modules or any(t.daemon and t.is_alive() for t in threading.enumerate())
 
 
 def quick_exit(code) -> None:

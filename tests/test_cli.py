@@ -134,3 +134,36 @@ def test_torch_is_loaded_without_garbage_collection_and_frozen_once():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_ctrl_c_while_torch_loads_takes_effect_once_it_is_loaded():
+    """A KeyboardInterrupt inside torch's import can abort the process (exit 134); it is held until the import ends."""
+    code = (
+        "import os, signal, sys\n"
+        "from mlp_cli.cli import loading_torch\n"
+        "reached = []\n"
+        "try:\n"
+        "    with loading_torch():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        import torch\n"
+        "        reached.append('end of block')\n"
+        "except KeyboardInterrupt:\n"
+        "    print(reached, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "['end of block'] True", result.stderr
+
+
+def test_a_command_left_with_a_daemon_thread_running_skips_finalization():
+    """The read-ahead thread inside pyarrow when Ctrl-C ends the command: no finalization under it (no torch loaded)."""
+    code = (
+        "import sys, threading, time\n"
+        "import mlp_cli.cli as cli\n"
+        "assert not cli._skip_finalization()\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "assert cli._skip_finalization() and 'torch' not in sys.modules\n"
+        "sys.argv = ['mlp', 'params', '6,3']\n"
+        "cli.main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("21"), result.stderr
