@@ -7,6 +7,7 @@ is imported inside the commands that train or load models.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import json
@@ -88,6 +89,13 @@ def handles_errors(quiet_param: str | None = None):
                         raise typer.Exit(exc.exit_code) from None
                     err.print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
                     raise typer.Exit(exc.exit_code) from None
+                except OSError as exc:
+                    # Files are written through files.write_atomic, which raises RunError; what is left is the
+                    # standard output itself (`mlp predict ... > out.csv` on a full disk).
+                    if exc.errno not in OUTPUT_ERRNOS:
+                        raise
+                    err.print(Text("error: ", style="red") + Text(f"could not write the output: {exc.strerror}"), highlight=False)
+                    raise typer.Exit(1) from None
 
         return wrapper
 
@@ -137,6 +145,9 @@ def _ctrl_c_after():
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if asked:
         raise KeyboardInterrupt
+
+
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
 
 
 def rank_from_env() -> int:
@@ -692,12 +703,19 @@ def quick_exit(code) -> None:
     if run_exit_functions is None:
         return
     run_exit_functions()
+    code = code or 0
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code or 0)
+        except BrokenPipeError:
+            pass  # the reader went away (`| head`): what it wanted it has
+        except (OSError, ValueError) as exc:  # a full disk under `> out.csv`: as Python's own exit, never success
+            try:
+                os.write(2, f"error: could not write the output: {exc}\n".encode())
+            except OSError:
+                pass
+            code = code or 120
+    os._exit(code)
 
 
 if __name__ == "__main__":

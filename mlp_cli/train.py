@@ -132,6 +132,14 @@ class Trainer:
                 f"{human_bytes(have)} free; shrink model.hidden or train.batch_size"
             )
 
+    def _stop_before_training(self) -> None:
+        if self.stop:
+            assert self.stop.signum is not None  # a StopFlag is true only once a signal set it
+            raise TrainingInterrupted(
+                f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
+                self.stop.signum,
+            )
+
     # -- run
 
     def run(self) -> dict:
@@ -167,8 +175,11 @@ class Trainer:
             device = torch.device("cuda", self.world.local_rank)  # torchrun: one GPU per process on this node
         if tcfg.precision == "bf16" and device.type != "cuda":
             warnings.warn("train.precision bf16 applies on CUDA only; training in float32 on the CPU", MLPWarning, stacklevel=2)
+        if self.data is None and self.read_ahead is not None:
+            self.read_ahead.wait(lambda: bool(self.stop))  # Ctrl-C need not wait for a long parse to end
+            self._stop_before_training()
         data = self.data if self.data is not None else load_dataset(cfg, self.read_ahead)
-        self.read_ahead = None  # its frames are taken; let them go with the full table
+        self.read_ahead = None  # its arrays are taken; let them go with the full table
         if stored is not None:
             self.rundir.check_same_data(stored, data.prep)
         n_in, n_out = data.n_inputs, data.n_outputs
@@ -211,12 +222,7 @@ class Trainer:
         if device.type == "cpu" and not tcfg.threads and self.levers.probe_threads and self.world.size == 1 \
                 and not tcfg.compile:
             threads = self._probe_threads()
-        if self.stop:  # the last moment at which nothing on disk has changed
-            assert self.stop.signum is not None  # a StopFlag is true only once a signal set it
-            raise TrainingInterrupted(
-                f"{signal.Signals(self.stop.signum).name} received before training started; nothing was changed",
-                self.stop.signum,
-            )
+        self._stop_before_training()  # the last moment at which nothing on disk has changed
         if self.world.is_main:
             removed = self.rundir.prepare(fresh=stored is None)
             if removed:

@@ -1,6 +1,7 @@
 """The `mlp` command line: params, config, schema, and clean one-line errors (exit 2, no traceback)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -167,3 +168,14 @@ def test_a_command_left_with_a_daemon_thread_running_skips_finalization():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.rstrip().endswith("21"), result.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["params", "6,3,5,4,3", "--json"], ["train", "--quiet", "--json", "train.epochs=1"]])
+def test_standard_output_on_a_full_disk_is_one_error_line_never_success(multiclass_config, tmp_path, args):
+    if args[0] == "train":
+        args = ["train", str(multiclass_config), *args[1:], f"output_dir={tmp_path / 'run'}"]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "mlp_cli", *args], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: could not write the output: No space left on device"

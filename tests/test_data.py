@@ -724,3 +724,23 @@ def test_read_ahead_raises_the_readers_error_when_asked(tmp_path):
     assert ahead is not None
     with pytest.raises(DataError, match="absent.csv"):
         ahead.result()
+
+
+def test_read_ahead_wait_gives_up_when_asked(tmp_path, monkeypatch):
+    """Ctrl-C during a long parse: the trainer stops waiting at once (the daemon thread is left behind)."""
+    import threading
+    import time
+
+    from mlp_cli.data import load
+    from mlp_cli.data.load import ReadAhead
+
+    release = threading.Event()
+    monkeypatch.setattr(load, "prepare_arrays", lambda config: release.wait(30))
+    path, _, _ = classification_file(tmp_path, ["a", "b"])
+    ahead = ReadAhead.start(config(path))
+    started = time.perf_counter()
+    ahead.wait(lambda: True)
+    assert time.perf_counter() - started < 5 and ahead._thread.is_alive()
+    release.set()
+    ahead.wait(lambda: False)
+    assert not ahead._thread.is_alive()

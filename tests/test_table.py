@@ -389,3 +389,23 @@ def test_a_csv_is_read_whole_when_memory_allows_and_block_by_block_otherwise_wit
     for other in others:
         assert np.array_equal(first.numeric, other.numeric) and first.numeric.dtype == other.numeric.dtype == np.float32
         assert list(first.target) == list(other.target) and list(first.text["colour"]) == list(other.text["colour"])
+
+
+def test_torchrun_ranks_of_one_node_share_the_free_memory_a_whole_read_needs(tmp_path, monkeypatch):
+    from mlp_cli import host
+    from mlp_cli.data.readers import WHOLE_FILE_SHARE, CsvReader
+
+    path = write_csv(tmp_path / "t.csv", ["a", "label"], [[1, 0], [2, 1]])
+    monkeypatch.setattr(host, "available_bytes", lambda: path.stat().st_size * WHOLE_FILE_SHARE * 4)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert CsvReader(path)._fits_whole()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "5")
+    assert not CsvReader(path)._fits_whole()
+
+
+def test_negative_whole_numbers_beyond_2_24_are_noted_too():
+    from mlp_cli.data import Frame, rounded_integers
+
+    numeric = np.array([[-(2.0**25), 0.5], [-(2.0**25) - 2, np.nan], [4.0, np.inf]], dtype=np.float32)
+    notes = rounded_integers(Frame("f", "csv", numeric, ["id", "x"]))
+    assert len(notes) == 1 and "'id'" in notes[0] and "3.355443e+07" in notes[0]

@@ -178,3 +178,24 @@ def test_one_file_as_train_and_test_reports_the_test_figures_its_evaluation_give
     assert trainer.data.test is trainer.data.train
     assert summary["test"] == summary["train"] and summary["test"] is not summary["train"]
     assert summary["test"] == trainer.evaluate(trainer.data.test)
+
+
+def test_a_stop_while_the_data_is_still_being_read_ends_setup_with_nothing_changed(multiclass_config, tmp_path, monkeypatch):
+    import threading
+
+    from mlp_cli.config import load_config
+    from mlp_cli.data import load
+    from mlp_cli.data.load import ReadAhead
+    from mlp_cli.errors import TrainingInterrupted
+    from mlp_cli.train import StopFlag, Trainer
+
+    release = threading.Event()
+    monkeypatch.setattr(load, "prepare_arrays", lambda config: release.wait(30))
+    config = load_config(multiclass_config)
+    stop = StopFlag()
+    stop.set(2)  # SIGINT, as the handler records it
+    trainer = Trainer(config, tmp_path / "run", read_ahead=ReadAhead.start(config), stop=stop)
+    with pytest.raises(TrainingInterrupted, match="SIGINT received before training started; nothing was changed"):
+        trainer.setup()
+    release.set()
+    assert not (tmp_path / "run" / "config.yaml").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,13 @@ class ReadAhead:
             self._result = prepare_arrays(self.config)
         except BaseException as exc:  # noqa: BLE001  handed to the thread that asks, which raises it there
             self._error = exc
+
+    def wait(self, stop: Callable[[], bool], poll: float = 0.1) -> None:
+        """Until the arrays are ready or `stop()` says to give up (Ctrl-C during a long parse: the thread is a daemon
+        and is left behind; pyarrow cancels a parse on Ctrl-C only on the main thread)."""
+        assert self._thread is not None, "ReadAhead.start() makes these"
+        while self._thread.is_alive() and not stop():
+            self._thread.join(poll)
 
     def result(self) -> PreparedArrays:
         assert self._thread is not None, "ReadAhead.start() makes these"

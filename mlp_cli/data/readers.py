@@ -269,7 +269,8 @@ class CsvReader(Reader):
         if self.path.name.lower().endswith((".gz", ".bz2", ".zst")):
             return False  # the bytes on disk say little about the bytes read_csv holds
         free = host.available_bytes()
-        return free is not None and self.path.stat().st_size * WHOLE_FILE_SHARE <= free
+        ranks = host.ranks_on_this_node()  # torchrun: each rank of this node reads the file at the same moment
+        return free is not None and self.path.stat().st_size * WHOLE_FILE_SHARE * ranks <= free
 
     def chunks(self, columns: list[str] | None = None):
         import pyarrow as pa
@@ -516,8 +517,8 @@ def rounded_integers(frame: Frame, names: set[str] | None = None) -> list[str]:
     if not frame.numeric.size:
         return notes
     # Only columns whose largest magnitude passes 2^24 are looked at closely (NaN ignored, inf counts as large).
-    with np.errstate(invalid="ignore"):
-        largest = np.fmax.reduce(np.abs(frame.numeric), axis=0)
+    with np.errstate(invalid="ignore"):  # without np.abs: that would copy the whole matrix
+        largest = np.fmax(np.fmax.reduce(frame.numeric, axis=0), -np.fmin.reduce(frame.numeric, axis=0))
     for j, name in enumerate(frame.numeric_names):
         if (names is not None and name in names) or not largest[j] > _EXACT:
             continue
