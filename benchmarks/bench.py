@@ -26,7 +26,8 @@ Sections:
     profile  where mlp's epoch goes: direct-kernel, autograd-free and matmul-only floors; torch.profiler top ops
     startup  what #13's levers buy, each against what it replaced: own optimizer vs torch.optim, the no-hidden
              baseline's fit vs torch.optim.LBFGS, the thread probe's cost, cache-sized evaluation passes vs 65,536-row
-             ones, number labels counted by np.unique vs per value, a CSV read whole vs block by block
+             ones, number labels counted by np.unique vs per value, a CSV read whole vs block by block, the
+             hand-written backward (backprop.HandStep) vs autograd
     process  #13's whole-process levers on the 200k CSV run (quick exit, GC paused while torch imports, data read
              while torch imports), each switched off alone in an otherwise identical `mlp train` process
     flops    achieved GFLOP/s of mlp's 200k-row epoch (6 FLOP per parameter per row) against the peak of a large
@@ -821,6 +822,7 @@ class Bench:
         self.lever_eval_rows()
         self.lever_labels()
         self.lever_csv_whole()
+        self.lever_lean_optimizer(((14, "hand_backward", "gradients by backprop.HandStep (checked = autograd's)"),))
 
     def lever_baseline(self) -> None:
         """The no-hidden-layer baseline: mlp's (closed form / own L-BFGS on <= 20,000 rows) vs what it replaced
@@ -853,11 +855,11 @@ class Bench:
             self.ratio_row("lev", f"10 thread probe {w.name}: probe / epoch (chose {w.trainer.threads})", times,
                            "probe", "epoch", fmt=fmt)
 
-    def lever_lean_optimizer(self) -> None:
+    def lever_lean_optimizer(self, levers=((6, "fast_step", "fused-Adam kernel called directly"),
+                                           (7, "fast_forward", "forward without nn.Module hook dispatch"))) -> None:
         """mlp's own hot-path levers, switched off through the Trainer's `levers` option (read at each epoch start)."""
         for w, reps, fmt in ((self.sat, self.scale.small_reps, ms), (self.big, self.scale.big_reps, secs)):
-            for number, lever, what in ((6, "fast_step", "fused-Adam kernel called directly"),
-                                        (7, "fast_forward", "forward without nn.Module hook dispatch")):
+            for number, lever, what in levers:
                 times = self.compare(w, {"on": w.mlp_epoch, "off": without_lever(w.trainer, lever, w.mlp_epoch)}, reps,
                                      warmup=self._warmup(w))
                 self.ratio_row("lev", f"{number} {w.name}: {what}: on / off (Levers({lever}=False))", times, "on", "off",

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from mlp_cli import checkpoint, params
+from mlp_cli.backprop import HandStep
 from mlp_cli.callback import Callback, EpochReport, Progress, RunInfo
 from mlp_cli.components import fast_step, loss_function, optimizer as make_optimizer, scheduler as make_scheduler
 from mlp_cli.config import Config
@@ -36,6 +37,7 @@ from mlp_cli.model import build_model, forward_chain, widths
 from mlp_cli.rundir import RUN_FILES, RunDir
 from mlp_cli.signals import SignalHandlers, StopFlag
 from mlp_cli.state import TrainState, pack_history, unpack_history
+from mlp_cli.tasks import TASKS
 
 if TYPE_CHECKING:
     from mlp_cli.diagnostics import Diagnostics
@@ -59,6 +61,7 @@ class Levers:
     fast_forward: bool = True  # forward without nn.Module hook dispatch (model.forward_chain)
     own_optimizer: bool = True  # optim.FusedOptimizer instead of torch.optim (never imports torch._dynamo)
     probe_threads: bool = True  # CPU threads chosen by a timed probe (device.probe_threads), not default_threads
+    hand_backward: bool = True  # gradients by backprop.HandStep once checked equal to autograd's on the first batch
 
 
 class Trainer:
@@ -111,6 +114,7 @@ class Trainer:
         self.threads = 1
         self.thread_probes: list[dict] = []  # each probe's record (device.probe_threads), for summary.json
         self.next_probe = math.inf
+        self.hand_checked: bool | None = None  # HandStep's gradients equal autograd's on this run's first batch
 
     # -- setup
 
@@ -378,6 +382,7 @@ class Trainer:
         # The loss is a sum; scaling it by world/count turns its gradient into the global batch mean. A batch
         # size has at most two values per epoch.
         seeds = {count: torch.tensor(world.size / count, device=self.device) for count in set(counts)}
+        hand = self._hand_step()
         self.net.train()
         distributed = world.size > 1
         cast = autocast(self.device, tcfg.precision)
@@ -385,14 +390,22 @@ class Trainer:
         next_save = self.next_save
         epoch_started = time.perf_counter()
         for step, (xb, yb) in zip(range(first, len(counts)), batches, strict=True):
-            with cast:
-                out = model_outputs(net, xb, task)
-            loss_sum = loss_fn(out.float(), yb)
-            for p in parameters:  # zero_grad(set_to_none=True) without the Optimizer's bookkeeping
-                p.grad = None
-            # Scaled in the graph rather than backward(seed): the same gradients bit for bit (1.0 * seed is seed),
-            # but backward with a gradient argument imports torch.fx's symbolic shapes and sympy (0.5-1 s).
-            (loss_sum * seeds[counts[step]]).backward()
+            if hand is not None and self.hand_checked is None:
+                self.hand_checked = hand.matches_autograd(self.model, loss_fn, xb, yb, seeds[counts[step]])
+                hand = hand if self.hand_checked else None
+            if hand is not None:
+                grads, loss_sum = hand(xb, yb, seeds[counts[step]])
+                for p, grad in zip(parameters, grads, strict=True):
+                    p.grad = grad
+            else:
+                with cast:
+                    out = model_outputs(net, xb, task)
+                loss_sum = loss_fn(out.float(), yb)
+                for p in parameters:  # zero_grad(set_to_none=True) without the Optimizer's bookkeeping
+                    p.grad = None
+                # Scaled in the graph rather than backward(seed): the same gradients bit for bit (1.0 * seed is
+                # seed), but backward with a gradient argument imports torch.fx's symbolic shapes and sympy (0.5-1 s).
+                (loss_sum * seeds[counts[step]]).backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(parameters, clip, foreach=True)
             if optimizer_step is None:
@@ -434,6 +447,15 @@ class Trainer:
         if not math.isfinite(mean):
             self._diverged(epoch, every)
         return mean
+    def _hand_step(self) -> HandStep | None:
+        """backprop.HandStep for this epoch, where it applies and has not failed its first-batch check."""
+        assert self.model is not None and self.loss_fn is not None and self.device is not None, "call setup() first"
+        tcfg = self.config.train
+        if not self.levers.hand_backward or self.hand_checked is False or self.net is not self.model \
+                or (tcfg.precision != "fp32" and self.device.type == "cuda"):
+            return None
+        return HandStep.for_model(self.model, self.loss_fn, TASKS[self.config.task].squeeze)
+
     def _diverged(self, epoch: int, losses: torch.Tensor) -> None:
         bad = torch.nonzero(~torch.isfinite(losses)).flatten()
         step = int(bad[0]) + 1 if len(bad) else len(losses)

@@ -20,7 +20,7 @@ LAYERS = {
     "config": 4,
     "callback": 5,
     "distributed": 5,
-    "model": 6,
+    "model": 6, "backprop": 6,
     "data.readers": 6, "data.groups": 6, "data.rules": 7, "data.prepare": 8, "data.synthetic": 8, "data.stream": 9, "data.load": 10,
     "data": 11,  # the façade re-exporting the public names
     "metrics": 12, "diagnostics": 12, "predictions": 12, "raster": 12, "sample": 13,
