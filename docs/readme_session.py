@@ -128,9 +128,14 @@ def recorded_machine(readme: str) -> str | None:
     return match.group(1) if match else None
 
 
+THREADS = re.compile(r"(\(device \w+), \d+ threads?\)")
+
+
 def normalize(text: str) -> str:
-    """Wall-clock times and the recording date vary from run to run; nothing else may."""
-    text = TIME.sub("<time>", text)
+    """Wall-clock times, the recording date and the thread count vary from run to run; nothing else may. The count is
+    a timed probe's choice among counts that give the same results bit for bit (device.probe_threads), so a loaded
+    machine may pick another without changing a figure."""
+    text = THREADS.sub(r"\1, <threads>)", TIME.sub("<time>", text))
     return re.sub(r"Recorded on \d{4}-\d\d-\d\d", "Recorded on <date>", text)
 
 
