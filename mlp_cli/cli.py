@@ -94,7 +94,7 @@ def handles_errors(quiet_param: str | None = None):
                     # standard output itself (`mlp predict ... > out.csv` on a full disk).
                     if exc.errno not in OUTPUT_ERRNOS:
                         raise
-                    err.print(Text("error: ", style="red") + Text(f"could not write the output: {exc.strerror}"), highlight=False)
+                    err.print(Text("error: ", style="red") + Text(output_problem(exc)), highlight=False)
                     raise typer.Exit(1) from None
 
         return wrapper
@@ -148,6 +148,11 @@ def _ctrl_c_after():
 
 
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def output_problem(exc: Exception) -> str:
+    """What `error:` says when standard output cannot be written, during a command or at its final flush."""
+    return f"could not write the output: {getattr(exc, 'strerror', None) or exc}"
 
 
 def rank_from_env() -> int:
@@ -711,7 +716,7 @@ def quick_exit(code) -> None:
             pass  # the reader went away (`| head`): what it wanted it has
         except (OSError, ValueError) as exc:  # a full disk under `> out.csv`: as Python's own exit, never success
             try:
-                os.write(2, f"error: could not write the output: {exc}\n".encode())
+                os.write(2, f"error: {output_problem(exc)}\n".encode())
             except OSError:
                 pass
             code = code or 120

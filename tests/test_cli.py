@@ -10,6 +10,11 @@ import pytest
 from conftest import REPO
 
 
+def python_c(code: str, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """`code` run by a fresh interpreter, as a command's whole process (exit, finalization, signals) sees it."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=check)
+
+
 def test_params_spec_table(invoke):
     result = invoke("params", "6,3,5,4,3")
     assert result.exit_code == 0
@@ -58,7 +63,7 @@ def test_cli_import_and_params_do_not_import_torch():
         "assert r.exit_code == 0, r.output\n"
         "print('torch' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = python_c(code, check=True)
     assert result.stdout.strip() == "False"
 
 
@@ -133,7 +138,7 @@ def test_torch_is_loaded_without_garbage_collection_and_frozen_once():
         "assert gc.get_freeze_count() == 0\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = python_c(code)
     assert result.stdout.strip() == "ok", result.stderr
 
 
@@ -151,7 +156,7 @@ def test_ctrl_c_while_torch_loads_takes_effect_once_it_is_loaded():
         "except KeyboardInterrupt:\n"
         "    print(reached, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = python_c(code)
     assert result.stdout.strip() == "['end of block'] True", result.stderr
 
 
@@ -166,7 +171,7 @@ def test_a_command_left_with_a_daemon_thread_running_skips_finalization():
         "sys.argv = ['mlp', 'params', '6,3']\n"
         "cli.main()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = python_c(code)
     assert result.returncode == 0 and result.stdout.rstrip().endswith("21"), result.stderr
 
 

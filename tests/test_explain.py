@@ -176,14 +176,18 @@ def test_completeness_error_is_reported_and_below_one_percent(multiclass_run):
     assert set(result.per_class) == {"1", "2", "7"}
 
 
-def test_completeness_error_falls_with_more_steps(multiclass_run):
-    """An independent check of the reported error: too few steps on a ReLU network miss the output change."""
+def double_precision_test_rows(multiclass_run):
+    """The trained model in float64, its test rows, their predicted classes and an all-zero baseline."""
     _, checkpoint = multiclass_run
-    _, config, model, _prep = load_checkpoint_model(checkpoint)
+    _, config, model, _ = load_checkpoint_model(checkpoint)
     model = model.double()
     x = load_dataset(config).test.x.double()
-    classes = model(x).argmax(dim=1)
-    baseline = torch.zeros(1, x.shape[1], dtype=torch.float64)
+    return model, x, model(x).argmax(dim=1), torch.zeros(1, x.shape[1], dtype=torch.float64)
+
+
+def test_completeness_error_falls_with_more_steps(multiclass_run):
+    """An independent check of the reported error: too few steps on a ReLU network miss the output change."""
+    model, x, classes, baseline = double_precision_test_rows(multiclass_run)
     errors = []
     for steps in (2, 256):
         attributions, diff = integrated_gradients(model, x, baseline, "multiclass", classes, steps)
@@ -197,12 +201,7 @@ def test_chunked_paths_give_the_same_attributions(multiclass_run, monkeypatch):
     """Rows are cut into chunks to bound memory; each chunk's rows must keep their own predicted class."""
     import mlp_cli.explain as module
 
-    _, checkpoint = multiclass_run
-    _, config, model, _ = load_checkpoint_model(checkpoint)
-    model = model.double()
-    x = load_dataset(config).test.x.double()
-    classes = model(x).argmax(dim=1)
-    baseline = torch.zeros(1, x.shape[1], dtype=torch.float64)
+    model, x, classes, baseline = double_precision_test_rows(multiclass_run)
     whole, _ = integrated_gradients(model, x, baseline, "multiclass", classes, 8)
     monkeypatch.setattr(module, "IG_POINTS", 8 * 7)  # 7 rows per chunk: chunks end mid-class and mid-table
     chunked, _ = integrated_gradients(model, x, baseline, "multiclass", classes, 8)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlp_cli.config import Config
 from mlp_cli.data.groups import feature_columns
-from mlp_cli.data.prepare import Dataset, Preprocessor, Split, SplitArrays, fit, split_arrays, split_frames
+from mlp_cli.data.prepare import Dataset, Preprocessor, SplitArrays, as_split, fit, split_arrays, split_frames
 from mlp_cli.data.readers import Frame, TextFormat, check_columns, header, load_frame
 from mlp_cli.data.rules import handle_missing
 from mlp_cli.errors import DataError
@@ -25,17 +25,11 @@ def load_dataset(config: Config, ahead: ReadAhead | None = None) -> Dataset:
         from mlp_cli.data.stream import load_streaming
 
         return load_streaming(config)
-    import torch
-
     prepared = ahead.result() if ahead is not None else prepare_arrays(config)
-
-    def tensors(arrays: SplitArrays | None) -> Split | None:
-        return None if arrays is None else Split(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y), arrays.rows)
-
-    train = tensors(prepared.train)
-    assert train is not None  # prepare_arrays always has training rows
-    test = train if prepared.test is prepared.train else tensors(prepared.test)
-    return Dataset(train, tensors(prepared.val), test, prepared.prep)
+    train = as_split(prepared.train)
+    val = as_split(prepared.val) if prepared.val is not None else None
+    test = train if prepared.test is prepared.train else as_split(prepared.test) if prepared.test is not None else None
+    return Dataset(train, val, test, prepared.prep)
 
 
 @dataclass

@@ -223,11 +223,15 @@ def split_arrays(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) 
     return SplitArrays(x, prep.targets(frame), frame.rows)
 
 
-def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
+def as_split(arrays: SplitArrays) -> Split:
+    """The arrays as tensors, sharing their memory."""
     import torch
 
-    arrays = split_arrays(prep, frame, x)
     return Split(torch.from_numpy(arrays.x), torch.from_numpy(arrays.y), arrays.rows)
+
+
+def to_split(prep: Preprocessor, frame: Frame, x: np.ndarray | None = None) -> Split:
+    return as_split(split_arrays(prep, frame, x))
 
 
 # ---------------------------------------------------------------------------------------------- splitting
